@@ -1,1 +1,1 @@
-"""api."""
+"""HTTP layer: routes, request parsing, auth, SSE framing, the error envelope."""

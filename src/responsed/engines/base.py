@@ -7,7 +7,7 @@ Responses wire format; the runtime turns deltas into items and events.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -93,6 +93,8 @@ class Usage:
     output_tokens: int
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    # Prompt tokens newly written to the prompt cache (the built-in engine's KV cache).
+    cache_write_tokens: int = 0
 
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -155,7 +157,7 @@ class Engine(Protocol):
     async def start(self) -> None:
         """Load weights or check the upstream; called once before serving."""
 
-    def stream(self, request: EngineRequest) -> AsyncIterator[Delta]:
+    def stream(self, request: EngineRequest) -> AsyncGenerator[Delta, None]:
         """Generate. Cancelling the consuming task must stop generation promptly."""
         ...
 

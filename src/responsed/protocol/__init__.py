@@ -1,1 +1,1 @@
-"""protocol."""
+"""Wire types of the Responses API: requests, items, the Response object, events, ids."""

@@ -1,0 +1,56 @@
+"""The ASGI app: one instance per settings, services built in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from starlette.types import ASGIApp
+
+from responsed import __version__
+from responsed.api import models, responses
+from responsed.api.errors import install_error_handlers
+from responsed.api.limits import BodySizeLimit
+from responsed.config import Settings
+from responsed.engines.registry import ModelRegistry
+from responsed.runtime.service import ResponseService
+from responsed.store.sqlite import SQLiteResponseStore
+
+__all__ = ["create_app"]
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings) -> ASGIApp:
+    registry = ModelRegistry(settings.models)
+    store = SQLiteResponseStore(settings.data_dir / "responsed.sqlite3")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await store.open()
+        await registry.start()
+        app.state.models = registry
+        app.state.responses = ResponseService(registry, store)
+        app.state.api_keys = settings.api_keys
+        log.info("serving", models=list(registry.engines), data_dir=str(settings.data_dir.resolve()))
+        try:
+            yield
+        finally:
+            await registry.aclose()
+            await store.aclose()
+
+    app = FastAPI(
+        title="responsed",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    install_error_handlers(app)
+    app.include_router(responses.router)
+    app.include_router(models.router)
+    return BodySizeLimit(app, settings.max_body_bytes)

@@ -1,0 +1,67 @@
+"""`/v1/responses` routes: parse, authorize, call the service, frame the result."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response, StreamingResponse
+
+from responsed.api.deps import project_of, service_of
+from responsed.api.sse import sse_stream
+from responsed.protocol.request import CreateResponseRequest
+from responsed.protocol.validation import parse_body
+from responsed.runtime.service import ResponseService
+from responsed.api.json import JSONBytes
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/responses")
+
+Service = Annotated[ResponseService, Depends(service_of)]
+Project = Annotated[str, Depends(project_of)]
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@router.post("")
+async def create_response(request: Request, service: Service, project: Project) -> Response:
+    body = parse_body(CreateResponseRequest, await request.body())
+    run = await service.create(body, project)
+    if body.stream:
+        return StreamingResponse(
+            sse_stream(run.events()), media_type="text/event-stream", headers=SSE_HEADERS
+        )
+    return JSONBytes(await run.collect())
+
+
+@router.get("/{response_id}")
+async def retrieve_response(response_id: str, service: Service, project: Project) -> Response:
+    return JSONBytes(await service.retrieve(project, response_id))
+
+
+@router.delete("/{response_id}")
+async def delete_response(response_id: str, service: Service, project: Project) -> Response:
+    return JSONBytes(await service.delete(project, response_id))
+
+
+@router.post("/{response_id}/cancel")
+async def cancel_response(response_id: str, service: Service, project: Project) -> Response:
+    return JSONBytes(await service.cancel(project, response_id))
+
+
+@router.get("/{response_id}/input_items")
+async def list_input_items(
+    response_id: str,
+    service: Service,
+    project: Project,
+    after: str | None = None,
+    limit: Annotated[int, Query()] = 20,
+    order: Literal["asc", "desc"] = "desc",
+    include: Annotated[list[str] | None, Query(alias="include[]")] = None,
+) -> Response:
+    del include  # accepted; input items carry no optional parts yet
+    page: dict[str, Any] = await service.input_items(
+        project, response_id, after=after, limit=limit, order=order
+    )
+    return JSONBytes(page)

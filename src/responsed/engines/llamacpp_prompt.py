@@ -1,0 +1,199 @@
+"""Prompt side of the llama.cpp engine: message rendering, tool prompts, tool-call parsing.
+
+Small local chat templates know only system/user/assistant turns with string content, so
+tool traffic is rendered as text in the `<tool_call>`/`<tool_response>` convention that
+most open instruct models were tuned on, and parsed back from the generated text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import string
+from collections.abc import Sequence
+from typing import Any
+
+from responsed.engines.base import ChatMessage, FunctionSpec, UnsupportedFeature
+
+__all__ = [
+    "TOOL_CALL_CLOSE",
+    "TOOL_CALL_OPEN",
+    "ParsedCall",
+    "forced_call_schema",
+    "new_call_id",
+    "parse_forced_call",
+    "parse_tool_calls",
+    "render_messages",
+]
+
+TOOL_CALL_OPEN = "<tool_call>"
+TOOL_CALL_CLOSE = "</tool_call>"
+_ALNUM = string.ascii_letters + string.digits
+_TEXT_PARTS = {"text", "input_text", "output_text"}
+_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+
+ParsedCall = tuple[str, str]
+"""(function name, compact JSON arguments)."""
+
+
+def new_call_id() -> str:
+    return "call_" + "".join(secrets.choice(_ALNUM) for _ in range(24))
+
+
+def _content_text(content: Any, model: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts: list[str] = []
+    for part in content:
+        kind = part.get("type")
+        if kind in _TEXT_PARTS:
+            texts.append(str(part.get("text", "")))
+        elif kind == "refusal":
+            texts.append(str(part.get("refusal", "")))
+        elif kind in ("image_url", "input_image"):
+            raise UnsupportedFeature(f"model {model} does not accept image inputs", param="input")
+        else:
+            raise UnsupportedFeature(f"model {model} does not accept {kind} inputs", param="input")
+    return "\n".join(texts)
+
+
+def _call_text(call: dict[str, Any]) -> str:
+    fn = call.get("function", {})
+    raw = fn.get("arguments") or "{}"
+    try:
+        arguments: Any = json.loads(raw)
+    except ValueError:
+        arguments = raw
+    body = json.dumps({"name": fn.get("name", ""), "arguments": arguments}, ensure_ascii=False)
+    return f"{TOOL_CALL_OPEN}{body}{TOOL_CALL_CLOSE}"
+
+
+def _tools_prompt(tools: Sequence[FunctionSpec], forced: bool) -> str:
+    lines = [
+        json.dumps(
+            {
+                "name": t.name,
+                "description": t.description or "",
+                "parameters": t.parameters or {"type": "object", "properties": {}},
+            },
+            ensure_ascii=False,
+        )
+        for t in tools
+    ]
+    listing = "<tools>\n" + "\n".join(lines) + "\n</tools>"
+    if forced:
+        return (
+            "You must call one of these functions:\n"
+            f"{listing}\n"
+            'Reply only with a JSON object {"name": <function name>, "arguments": '
+            "<arguments object>}, taking the argument values from the conversation."
+        )
+    return (
+        "You may call these functions:\n"
+        f"{listing}\n"
+        "To call a function, reply only with\n"
+        f'{TOOL_CALL_OPEN}{{"name": <function name>, "arguments": <arguments object>}}'
+        f"{TOOL_CALL_CLOSE}\n"
+        "Otherwise answer the user directly."
+    )
+
+
+def render_messages(
+    messages: Sequence[ChatMessage],
+    *,
+    model: str,
+    tools: Sequence[FunctionSpec] = (),
+    forced: bool = False,
+) -> list[dict[str, str]]:
+    """Chat Completions messages → system/user/assistant turns with string content.
+
+    System and developer messages are gathered into one leading system turn (many
+    templates only look at the first one); consecutive turns of the same role are
+    folded because strict templates require alternation.
+    """
+    system: list[str] = []
+    turns: list[dict[str, str]] = []
+    for message in messages:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.append(_content_text(message.get("content"), model))
+            continue
+        if role == "user":
+            text = _content_text(message.get("content"), model)
+        elif role == "assistant":
+            text = _content_text(message.get("content"), model)
+            calls = [_call_text(c) for c in message.get("tool_calls") or []]
+            text = "\n".join(t for t in (text, *calls) if t)
+        elif role == "tool":
+            role = "user"
+            body = _content_text(message.get("content"), model)
+            text = f"<tool_response>\n{body}\n</tool_response>"
+        else:
+            raise UnsupportedFeature(f"unsupported message role {role!r}", param="input")
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] += "\n\n" + text
+        else:
+            turns.append({"role": str(role), "content": text})
+    if tools:
+        system.append(_tools_prompt(tools, forced))
+    if system:
+        turns.insert(0, {"role": "system", "content": "\n\n".join(s for s in system if s)})
+    return turns
+
+
+def forced_call_schema(tools: Sequence[FunctionSpec]) -> dict[str, Any]:
+    """A JSON schema whose every instance is a call of one of `tools`."""
+    variants: list[dict[str, Any]] = [
+        {
+            "type": "object",
+            "properties": {
+                "name": {"const": t.name},
+                "arguments": t.parameters or {"type": "object"},
+            },
+            "required": ["name", "arguments"],
+        }
+        for t in tools
+    ]
+    return variants[0] if len(variants) == 1 else {"anyOf": variants}
+
+
+def _as_call(obj: Any, tools: Sequence[FunctionSpec]) -> ParsedCall | None:
+    if not isinstance(obj, dict):
+        return None
+    name, arguments = obj.get("name"), obj.get("arguments", obj.get("parameters"))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return None
+    if not isinstance(arguments, dict) or name not in {t.name for t in tools}:
+        return None
+    return str(name), json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_forced_call(text: str, tools: Sequence[FunctionSpec]) -> ParsedCall | None:
+    """Parse grammar-constrained output: one JSON object {"name", "arguments"}."""
+    try:
+        return _as_call(json.loads(text), tools)
+    except ValueError:
+        return None
+
+
+def parse_tool_calls(text: str, tools: Sequence[FunctionSpec]) -> list[ParsedCall] | None:
+    """Parse `<tool_call>{...}</tool_call>` blocks; None unless every block is a valid call."""
+    calls: list[ParsedCall] = []
+    decoder = json.JSONDecoder()
+    for match in _BLOCK.finditer(text.strip()):
+        try:
+            # raw_decode tolerates junk after the object (e.g. a missing close tag).
+            obj, _ = decoder.raw_decode(match.group(1))
+        except ValueError:
+            return None
+        call = _as_call(obj, tools)
+        if call is None:
+            return None
+        calls.append(call)
+    return calls or None

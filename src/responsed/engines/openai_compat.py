@@ -1,0 +1,326 @@
+"""An engine over any OpenAI-compatible Chat Completions server (vLLM, SGLang, Ollama…).
+
+This is the gateway's hot path: one pooled HTTP/1.1 client per engine, the request
+serialized once with orjson, and the SSE body split by hand on bytes (no per-line
+decoding, regexes or model validation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from responsed.config import ConfigError, ModelConfig
+from responsed.engines.base import (
+    Capabilities,
+    Delta,
+    EngineError,
+    EngineOverloaded,
+    EngineRequest,
+    Finish,
+    FinishReason,
+    FunctionSpec,
+    ReasoningDelta,
+    RefusalDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+
+__all__ = ["OpenAICompatEngine"]
+
+_MODES = frozenset({"auto", "none", "required"})
+_REASONS: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "content_filter": "content_filter",
+    "function_call": "tool_calls",
+}
+_MAX_ERROR_CHARS = 500
+
+
+def _tool(spec: FunctionSpec) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": spec.name}
+    if spec.description is not None:
+        function["description"] = spec.description
+    if spec.parameters is not None:
+        function["parameters"] = spec.parameters
+    if spec.strict is not None:
+        function["strict"] = spec.strict
+    return {"type": "function", "function": function}
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    # `*_details` are absent or null on many servers; count what is there.
+    prompt_details = raw.get("prompt_tokens_details") or {}
+    completion_details = raw.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=raw.get("prompt_tokens") or 0,
+        output_tokens=raw.get("completion_tokens") or 0,
+        cached_tokens=prompt_details.get("cached_tokens") or 0,
+        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+    )
+
+
+def _upstream_error(message: str) -> EngineError:
+    return EngineError(message, status=502, code="upstream_error")
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        payload = None
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])[:_MAX_ERROR_CHARS]
+        if isinstance(error, str):  # some servers (old Ollama, TGI) send a bare string
+            return error[:_MAX_ERROR_CHARS]
+    text = body.decode("utf-8", "replace").strip()
+    return text[:_MAX_ERROR_CHARS] or "(empty body)"
+
+
+class OpenAICompatEngine:
+    """Streams from `{base_url}/chat/completions`; see `Engine` for the contract."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 600.0,
+        context_window: int | None = None,
+        vision: bool = False,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self._url = f"{self.base_url}/chat/completions"
+        self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        if api_key is not None:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        # Connecting should fail fast; a read may legitimately wait for a slow first token.
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        self._context_window = context_window
+        self._capabilities = Capabilities(images=vision)
+        self._client: httpx.AsyncClient | None = None
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> OpenAICompatEngine:
+        if not config.base_url:  # ModelConfig validates this; here for the type checker
+            raise ConfigError(f"model {config.name!r}: engine 'openai' needs base_url")
+        return cls(
+            base_url=config.base_url,
+            model=config.upstream_model or config.name,
+            api_key=config.resolved_api_key(),
+            timeout=config.timeout,
+            context_window=config.context_window,
+            vision=config.vision,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    @property
+    def context_window(self) -> int | None:
+        return self._context_window
+
+    async def start(self) -> None:
+        # No health check: the upstream may come up after us; requests report its absence.
+        self._ensure_client()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    def _ensure_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            limits = httpx.Limits(
+                max_connections=512, max_keepalive_connections=512, keepalive_expiry=60.0
+            )
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout, limits=limits, headers=self._headers, http2=False
+            )
+        return self._client
+
+    def build_body(self, request: EngineRequest) -> dict[str, Any]:
+        """The Chat Completions request body for `request` (None fields left out)."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": request.messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.tools:
+            body["tools"] = [_tool(t) for t in request.tools]
+            choice = request.tool_choice
+            body["tool_choice"] = (
+                choice if choice in _MODES else {"type": "function", "function": {"name": choice}}
+            )
+            # Only meaningful (and accepted by strict servers) alongside tools.
+            body["parallel_tool_calls"] = request.parallel_tool_calls
+        for key, value in (
+            ("temperature", request.temperature),
+            ("top_p", request.top_p),
+            ("max_tokens", request.max_output_tokens),
+            ("response_format", request.response_format),
+            ("user", request.user),
+            ("prompt_cache_key", request.prompt_cache_key),
+        ):
+            if value is not None:
+                body[key] = value
+        return body
+
+    async def stream(self, request: EngineRequest) -> AsyncIterator[Delta]:
+        content = orjson.dumps(self.build_body(request))
+        client = self._ensure_client()
+        try:
+            # One generator level only: the consumer's aclose() lands here and the
+            # `async with` closes the upstream response (and its connection) at once.
+            async with client.stream("POST", self._url, content=content) as response:
+                if response.status_code >= 300:
+                    await self._raise_for_status(response)
+                parser = _SSEParser()
+                if response.headers.get("content-type", "").startswith("application/json"):
+                    # The server ignored `stream: true`: read the whole answer as one chunk.
+                    body = _parse(await response.aread())
+                    for choice in body.get("choices") or ():
+                        choice["delta"] = choice.get("message")
+                    for delta in parser.chunk(body, b""):
+                        yield delta
+                else:
+                    async for raw in response.aiter_bytes():
+                        # After [DONE], keep reading to the body's end (normally already
+                        # buffered) so the keep-alive connection goes back to the pool.
+                        if not parser.done:
+                            for delta in parser.feed(raw):
+                                yield delta
+        except (httpx.ConnectError, httpx.TimeoutException) as exc:
+            detail = str(exc) or type(exc).__name__
+            raise _upstream_error(f"upstream {self.base_url} unreachable: {detail}") from exc
+        except httpx.HTTPError as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+            raise _upstream_error(f"upstream {self.base_url} stream failed: {failure}") from exc
+        yield parser.finish(self.base_url)
+
+    async def _raise_for_status(self, response: httpx.Response) -> None:
+        status = response.status_code
+        message = f"upstream error {status}: {_error_message(await response.aread())}"
+        if status == 429:
+            retry = response.headers.get("retry-after", "")
+            raise EngineOverloaded(message, retry_after=float(retry) if retry.isdigit() else 1.0)
+        if status in (400, 422):
+            # Upstream judged the client's request (e.g. a bad schema; FastAPI-based servers
+            # say 422): the client's fault, not a gateway failure.
+            raise EngineError(message, status=400, code="invalid_request_error")
+        raise _upstream_error(message)
+
+
+class _SSEParser:
+    """Incremental `data:` event parser: bytes in, deltas out; keeps the finish state."""
+
+    __slots__ = ("buffer", "data", "done", "reason", "saw_tool_call", "usage")
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.data: list[bytes] = []
+        self.done = False
+        self.reason: FinishReason | None = None
+        self.usage: Usage | None = None
+        self.saw_tool_call = False
+
+    def feed(self, raw: bytes) -> list[Delta]:
+        out: list[Delta] = []
+        buffer = self.buffer + raw
+        data = self.data
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            line = buffer[start:end]
+            start = end + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line.startswith(b"data:"):
+                data.append(line[5:].lstrip(b" "))
+                continue
+            if line or not data:
+                continue  # comments (`: ping`), `event:`/`id:` fields, stray blank lines
+            # A blank line ends one SSE event.
+            payload = data[0] if len(data) == 1 else b"\n".join(data)
+            data.clear()
+            if payload == b"[DONE]":
+                self.done = True
+                break
+            out += self.chunk(_parse(payload), payload)
+        self.buffer = buffer[start:]
+        return out
+
+    def chunk(self, chunk: dict[str, Any], payload: bytes) -> list[Delta]:
+        out: list[Delta] = []
+        if error := chunk.get("error"):
+            # vLLM and llama.cpp report failures after the 200 as an `error` event.
+            message = _error_message(payload) if payload else str(error)[:_MAX_ERROR_CHARS]
+            raise _upstream_error(f"upstream error: {message}")
+        if usage := chunk.get("usage"):
+            self.usage = _usage(usage)
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue  # n > 1 is never requested; ignore stray choices
+            if (delta := choice.get("delta")) and _add_deltas(delta, out):
+                self.saw_tool_call = True
+            if finish := choice.get("finish_reason"):
+                self.reason = _REASONS.get(finish, "stop")
+        return out
+
+    def finish(self, base_url: str) -> Finish:
+        if self.data and not self.done:
+            self.feed(b"\n\n")  # the last event may lack its blank line before EOF
+        if self.reason is None:
+            raise _upstream_error(f"upstream {base_url} stream ended before a finish_reason")
+        # Some servers (older Ollama, some vLLM parsers) say "stop" after emitting calls.
+        if self.saw_tool_call and self.reason == "stop":
+            return Finish("tool_calls", self.usage)
+        return Finish(self.reason, self.usage)
+
+
+def _parse(payload: bytes) -> dict[str, Any]:
+    try:
+        chunk = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        chunk = None
+    if not isinstance(chunk, dict):
+        raise _upstream_error(f"malformed upstream stream: {payload[:200]!r}")
+    return chunk
+
+
+def _add_deltas(delta: dict[str, Any], out: list[Delta]) -> bool:
+    """Append `delta`'s parts to `out`; True when it carried a tool call."""
+    # vLLM/SGLang/DeepSeek use `reasoning_content`; newer vLLM and Ollama use `reasoning`.
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+    if reasoning and isinstance(reasoning, str):
+        out.append(ReasoningDelta(reasoning))
+    if text := delta.get("content"):
+        out.append(TextDelta(text))
+    if refusal := delta.get("refusal"):
+        out.append(RefusalDelta(refusal))
+    calls = delta.get("tool_calls")
+    if not calls:
+        return False
+    for position, call in enumerate(calls):
+        function = call.get("function") or {}
+        out.append(
+            ToolCallDelta(
+                # Some servers omit `index` when they send whole calls in one chunk.
+                index=call.get("index", position),
+                call_id=call.get("id") or None,
+                name=function.get("name") or None,
+                arguments=function.get("arguments") or "",
+            )
+        )
+    return True

@@ -1,0 +1,164 @@
+"""Items in, chat messages out: the model's view of a response's context.
+
+Input items are normalized into stored items (each with an id, as the hosted API
+lists them under `input_items`); the whole context — previous chain items, then this
+turn's — is rendered into Chat Completions messages for the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from responsed.engines.base import ChatMessage
+from responsed.protocol.errors import invalid_request
+from responsed.protocol.ids import new_id
+from responsed.protocol.items import (
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    MessageItem,
+    ReasoningItem,
+)
+
+__all__ = ["normalize_input", "to_chat_messages"]
+
+Item = dict[str, Any]
+
+
+def _message_parts(item: MessageItem, index: int) -> list[dict[str, Any]]:
+    text_type = "output_text" if item.role == "assistant" else "input_text"
+    if isinstance(item.content, str):
+        part: dict[str, Any] = {"type": text_type, "text": item.content}
+        if text_type == "output_text":
+            part["annotations"] = []
+        return [part]
+    parts: list[dict[str, Any]] = []
+    for n, p in enumerate(item.content):
+        if p.type == "input_file":
+            raise invalid_request(
+                "input_file content is not supported yet.",
+                param=f"input[{index}].content[{n}]",
+                code="unsupported_value",
+            )
+        if p.type == "input_image" and not p.image_url:
+            raise invalid_request(
+                "input_image needs image_url (uploaded files are not supported yet).",
+                param=f"input[{index}].content[{n}].image_url",
+            )
+        parts.append(p.model_dump(exclude_none=True))
+    return parts
+
+
+def normalize_input(request_input: str | list[Any] | None) -> list[Item]:
+    """Client input → stored input items, with ids and statuses filled in."""
+    if request_input is None:
+        return []
+    if isinstance(request_input, str):
+        return [
+            {
+                "id": new_id("msg"),
+                "type": "message",
+                "role": "user",
+                "status": "completed",
+                "content": [{"type": "input_text", "text": request_input}],
+            }
+        ]
+    items: list[Item] = []
+    for index, raw in enumerate(request_input):
+        if isinstance(raw, MessageItem):
+            items.append(
+                {
+                    "id": raw.id or new_id("msg"),
+                    "type": "message",
+                    "role": raw.role,
+                    "status": raw.status or "completed",
+                    "content": _message_parts(raw, index),
+                }
+            )
+        elif isinstance(raw, FunctionCallItem):
+            items.append(
+                {
+                    "id": raw.id or new_id("fc"),
+                    "type": "function_call",
+                    "call_id": raw.call_id,
+                    "name": raw.name,
+                    "arguments": raw.arguments,
+                    "status": raw.status or "completed",
+                }
+            )
+        elif isinstance(raw, FunctionCallOutputItem):
+            output = (
+                raw.output
+                if isinstance(raw.output, str)
+                else [p.model_dump(exclude_none=True) for p in raw.output]
+            )
+            items.append(
+                {
+                    "id": raw.id or new_id("fco"),
+                    "type": "function_call_output",
+                    "call_id": raw.call_id,
+                    "output": output,
+                    "status": raw.status or "completed",
+                }
+            )
+        elif isinstance(raw, ReasoningItem):
+            item = raw.model_dump(exclude_none=True)
+            item["id"] = raw.id or new_id("rs")
+            items.append(item)
+        else:
+            raise invalid_request(
+                "item_reference inputs are not supported yet; pass the item itself.",
+                param=f"input[{index}]",
+                code="unsupported_value",
+            )
+    return items
+
+
+def _text_of(parts: list[dict[str, Any]]) -> str:
+    return "".join(p.get("text") or p.get("refusal") or "" for p in parts)
+
+
+def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    if all(p["type"] in ("input_text", "output_text") for p in parts):
+        return _text_of(parts)
+    out: list[dict[str, Any]] = []
+    for p in parts:
+        if p["type"] == "input_image":
+            url = {"url": p["image_url"], "detail": p.get("detail", "auto")}
+            out.append({"type": "image_url", "image_url": url})
+        else:
+            out.append({"type": "text", "text": p.get("text", "")})
+    return out
+
+
+def to_chat_messages(instructions: str | None, items: list[Item]) -> list[ChatMessage]:
+    """Render the context. Function calls join the assistant turn they belong to."""
+    messages: list[ChatMessage] = []
+    if instructions:
+        messages.append({"role": "system", "content": instructions})
+    for item in items:
+        kind = item["type"]
+        if kind == "message":
+            role = "system" if item["role"] == "developer" else item["role"]
+            if role == "assistant":
+                messages.append({"role": "assistant", "content": _text_of(item["content"])})
+            else:
+                messages.append({"role": role, "content": _user_content(item["content"])})
+        elif kind == "function_call":
+            call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant" and "tool_calls" in last:
+                last["tool_calls"].append(call)
+            elif last is not None and last["role"] == "assistant" and last.get("content"):
+                last["tool_calls"] = [call]
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item["output"]
+            content = output if isinstance(output, str) else _text_of(output)
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": content})
+        # Reasoning items are not replayed to the model (see README: reasoning).
+    return messages

@@ -1,0 +1,267 @@
+"""The Responses service: validate, build context, run the engine, store the result.
+
+One event pipeline serves every mode: `ResponseRun.events()` is forwarded as SSE for
+`stream=true`, and `ResponseRun.collect()` consumes the very same stream for the
+non-streaming answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import aclosing
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from responsed.engines.base import (
+    Engine,
+    EngineError,
+    EngineRequest,
+    Finish,
+    UnsupportedFeature,
+)
+from responsed.engines.registry import ModelRegistry
+from responsed.protocol.errors import APIError, invalid_request, not_found
+from responsed.protocol.ids import new_id
+from responsed.protocol.request import CreateResponseRequest
+from responsed.protocol.response import new_response
+from responsed.runtime.context import normalize_input, to_chat_messages
+from responsed.runtime.tools import offered_tools
+from responsed.runtime.translator import Event, Translator
+from responsed.store.base import ResponseRecord, ResponseStore
+
+__all__ = ["ResponseRun", "ResponseService"]
+
+
+@dataclass(slots=True)
+class ResponseRun:
+    """A validated response, ready to generate; `events()` may be consumed once."""
+
+    engine: Engine
+    engine_request: EngineRequest
+    response: dict[str, Any]
+    input_items: list[dict[str, Any]]
+    store: ResponseStore
+    project_id: str
+    error: EngineError | None = field(default=None)
+
+    async def _persist(self) -> None:
+        if not self.response["store"]:
+            return
+        await self.store.put_response(
+            ResponseRecord(
+                id=self.response["id"],
+                project_id=self.project_id,
+                previous_response_id=self.response["previous_response_id"],
+                created_at=self.response["created_at"],
+                status=self.response["status"],
+                body=self.response,
+                input_items=self.input_items,
+            )
+        )
+
+    async def events(self) -> AsyncIterator[Event]:
+        translator = Translator(self.response)
+        for event in translator.start():
+            yield event
+        for event in translator.in_progress():
+            yield event
+        try:
+            closing: list[Event] = []
+            async with aclosing(self.engine.stream(self.engine_request)) as deltas:
+                async for delta in deltas:
+                    if isinstance(delta, Finish):
+                        closing = translator.finish(delta)
+                        break
+                    for event in translator.feed(delta):
+                        yield event
+                else:
+                    closing = translator.fail("server_error", "the model stopped without finishing")
+        except EngineError as exc:
+            self.error = exc
+            closing = translator.fail(_error_code(exc.status), exc.message)
+        except UnsupportedFeature as exc:
+            self.error = EngineError(exc.message, status=400, code="invalid_request_error")
+            closing = translator.fail("invalid_prompt", exc.message)
+        except BaseException:
+            # The consumer went away (client disconnect) or we are shutting down: keep
+            # what was generated, marked cancelled, even though this task is cancelled.
+            if not translator.finished:
+                translator.cancel()
+                await asyncio.shield(asyncio.ensure_future(self._persist()))
+            raise
+        # Persist before the terminal event, so a client that saw `response.completed`
+        # can always retrieve the response.
+        await self._persist()
+        for event in closing:
+            yield event
+
+    async def collect(self) -> dict[str, Any]:
+        """Run to the end and return the final Response (non-streaming mode)."""
+        async for _ in self.events():
+            pass
+        if self.error is not None:
+            kind = "invalid_request_error" if self.error.status < 500 else "server_error"
+            raise APIError(self.error.status, self.error.message, type=kind, code=self.error.code)
+        return self.response
+
+
+class ResponseService:
+    def __init__(self, models: ModelRegistry, store: ResponseStore) -> None:
+        self.models = models
+        self.store = store
+
+    def _engine(self, model: str) -> Engine:
+        engine = self.models.get(model)
+        if engine is None:
+            raise not_found(
+                f"The model '{model}' does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
+            )
+        return engine
+
+    async def create(self, request: CreateResponseRequest, project_id: str) -> ResponseRun:
+        """Everything that can be refused is refused here, before any event is sent."""
+        engine = self._engine(request.model)
+        if request.background:
+            raise invalid_request(
+                "background mode is not supported by this server yet.",
+                param="background",
+                code="unsupported_value",
+            )
+        if request.conversation is not None:
+            raise invalid_request(
+                "conversations are not supported by this server yet.",
+                param="conversation",
+                code="unsupported_value",
+            )
+        tools, choice = offered_tools(request)
+        input_items = normalize_input(request.input)
+        history: list[dict[str, Any]] = []
+        if request.previous_response_id:
+            chain = await self.store.chain_items(project_id, request.previous_response_id)
+            if chain is None:
+                raise invalid_request(
+                    f"Previous response with id '{request.previous_response_id}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+            history = chain
+        context = history + input_items
+        _check_call_outputs(context)
+        if not engine.capabilities.images and _has_images(input_items):
+            raise invalid_request(
+                f"The model '{request.model}' does not accept image inputs.",
+                param="input",
+                code="unsupported_value",
+            )
+        engine_request = EngineRequest(
+            messages=to_chat_messages(request.instructions, context),
+            tools=tools,
+            tool_choice=choice,
+            parallel_tool_calls=request.parallel_tool_calls is not False,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_output_tokens=request.max_output_tokens,
+            response_format=_response_format(request),
+            user=request.safety_identifier or request.user,
+            prompt_cache_key=request.prompt_cache_key,
+        )
+        response = new_response(
+            request, response_id=new_id("resp"), created_at=int(time.time()), status="in_progress"
+        )
+        return ResponseRun(engine, engine_request, response, input_items, self.store, project_id)
+
+    async def retrieve(self, project_id: str, response_id: str) -> dict[str, Any]:
+        body = await self.store.get_response(project_id, response_id)
+        if body is None:
+            raise _response_not_found(response_id)
+        return body
+
+    async def delete(self, project_id: str, response_id: str) -> dict[str, Any]:
+        if not await self.store.delete_response(project_id, response_id):
+            raise _response_not_found(response_id)
+        return {"id": response_id, "object": "response", "deleted": True}
+
+    async def cancel(self, project_id: str, response_id: str) -> dict[str, Any]:
+        body = await self.retrieve(project_id, response_id)
+        if not body.get("background"):
+            raise invalid_request("Cannot cancel a synchronous response.", param="response_id")
+        return body
+
+    async def input_items(
+        self,
+        project_id: str,
+        response_id: str,
+        *,
+        after: str | None,
+        limit: int,
+        order: Literal["asc", "desc"],
+    ) -> dict[str, Any]:
+        if not 1 <= limit <= 100:
+            raise invalid_request(
+                "Invalid 'limit': expected an integer between 1 and 100.", param="limit"
+            )
+        page = await self.store.list_input_items(
+            project_id, response_id, after=after, limit=limit, order=order
+        )
+        if page is None:
+            raise _response_not_found(response_id)
+        data = page.data
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": page.has_more,
+        }
+
+
+def _error_code(status: int) -> str:
+    """Response.error.code is a closed set in the SDK; map engine failures onto it."""
+    if status == 429:
+        return "rate_limit_exceeded"
+    return "invalid_prompt" if 400 <= status < 500 else "server_error"
+
+
+def _response_not_found(response_id: str) -> APIError:
+    return not_found(f"Response with id '{response_id}' not found.", code="not_found")
+
+
+def _check_call_outputs(items: list[dict[str, Any]]) -> None:
+    calls: set[str] = set()
+    for item in items:
+        if item["type"] == "function_call":
+            calls.add(item["call_id"])
+        elif item["type"] == "function_call_output" and item["call_id"] not in calls:
+            raise invalid_request(
+                f"No tool call found for function call output with call_id {item['call_id']}.",
+                param="input",
+            )
+
+
+def _has_images(items: list[dict[str, Any]]) -> bool:
+    return any(
+        part.get("type") == "input_image"
+        for item in items
+        if item["type"] == "message"
+        for part in item["content"]
+    )
+
+
+def _response_format(request: CreateResponseRequest) -> dict[str, Any] | None:
+    fmt = request.text.format if request.text else None
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "json_object"}
+    if not fmt.name or fmt.schema_ is None:
+        missing = "text.format.name" if not fmt.name else "text.format.schema"
+        raise invalid_request(f"Missing required parameter: '{missing}'.", param=missing,
+                              code="missing_required_parameter")
+    schema: dict[str, Any] = {"name": fmt.name, "schema": fmt.schema_, "strict": bool(fmt.strict)}
+    if fmt.description:
+        schema["description"] = fmt.description
+    return {"type": "json_schema", "json_schema": schema}

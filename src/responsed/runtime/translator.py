@@ -1,0 +1,287 @@
+"""Deltas in, Responses streaming events out.
+
+The translator owns `sequence_number`, `output_index` and `content_index`, and keeps
+the Response object in step with the events, so the final object is exactly what the
+stream described. Events are plain dicts in wire shape, serialized once by the caller.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from responsed.engines.base import (
+    Delta,
+    Finish,
+    ReasoningDelta,
+    RefusalDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from responsed.protocol.ids import new_id
+from responsed.protocol.response import usage_object
+
+__all__ = ["Event", "Translator"]
+
+Event = dict[str, Any]
+
+
+class Translator:
+    def __init__(self, response: dict[str, Any]) -> None:
+        self.response = response
+        self.output: list[dict[str, Any]] = response["output"]
+        self._seq = 0
+        self._open: dict[str, Any] | None = None  # the item being generated
+        self._part: dict[str, Any] | None = None  # its open content part
+        self._calls: dict[int, dict[str, Any]] = {}  # engine tool-call index → item
+        self.finished = False
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _event(self, type_: str, **fields: Any) -> Event:
+        event: Event = {"type": type_, "sequence_number": self._seq, **fields}
+        self._seq += 1
+        return event
+
+    def _snapshot(self) -> dict[str, Any]:
+        # Events carry the response as it is now; later mutation must not leak into them.
+        snap = dict(self.response)
+        snap["output"] = [_copy_item(i) for i in self.output]
+        return snap
+
+    def start(self, *, queued: bool = False) -> list[Event]:
+        events = [self._event("response.created", response=self._snapshot())]
+        if queued:
+            events.append(self._event("response.queued", response=self._snapshot()))
+        return events
+
+    def in_progress(self) -> list[Event]:
+        self.response["status"] = "in_progress"
+        return [self._event("response.in_progress", response=self._snapshot())]
+
+    # -- items ----------------------------------------------------------------------
+
+    def _add_item(self, item: dict[str, Any]) -> Event:
+        self.output.append(item)
+        self._open = item
+        return self._event(
+            "response.output_item.added", output_index=len(self.output) - 1, item=_copy_item(item)
+        )
+
+    def _ensure_message(self, events: list[Event]) -> dict[str, Any]:
+        if self._open is None or self._open["type"] != "message":
+            self._close_open(events, "completed")
+            events.append(
+                self._add_item(
+                    {
+                        "id": new_id("msg"),
+                        "type": "message",
+                        "status": "in_progress",
+                        "content": [],
+                        "role": "assistant",
+                    }
+                )
+            )
+        return self._open  # type: ignore[return-value]
+
+    def _ensure_part(self, events: list[Event], kind: str) -> dict[str, Any]:
+        message = self._ensure_message(events)
+        if self._part is not None and self._part["type"] == kind:
+            return self._part
+        self._close_part(events)
+        part: dict[str, Any] = (
+            {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+            if kind == "output_text"
+            else {"type": "refusal", "refusal": ""}
+        )
+        message["content"].append(part)
+        self._part = part
+        events.append(
+            self._event(
+                "response.content_part.added",
+                item_id=message["id"],
+                output_index=len(self.output) - 1,
+                content_index=len(message["content"]) - 1,
+                part=dict(part),
+            )
+        )
+        return part
+
+    def _close_part(self, events: list[Event]) -> None:
+        part, message = self._part, self._open
+        if part is None or message is None:
+            return
+        where = {
+            "item_id": message["id"],
+            "output_index": len(self.output) - 1,
+            "content_index": len(message["content"]) - 1,
+        }
+        if part["type"] == "output_text":
+            events.append(
+                self._event("response.output_text.done", **where, text=part["text"], logprobs=[])
+            )
+        else:
+            events.append(self._event("response.refusal.done", **where, refusal=part["refusal"]))
+        events.append(self._event("response.content_part.done", **where, part=dict(part)))
+        self._part = None
+
+    def _close_open(self, events: list[Event], status: str) -> None:
+        item = self._open
+        if item is None:
+            return
+        index = len(self.output) - 1
+        if item["type"] == "message":
+            self._close_part(events)
+        elif item["type"] == "function_call":
+            events.append(
+                self._event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    name=item["name"],
+                    arguments=item["arguments"],
+                )
+            )
+        elif item["type"] == "reasoning":
+            text = item["content"][0]["text"]
+            where = {"item_id": item["id"], "output_index": index, "content_index": 0}
+            events.append(self._event("response.reasoning_text.done", **where, text=text))
+            events.append(self._event("response.content_part.done", **where,
+                                      part=dict(item["content"][0])))
+        item["status"] = status
+        events.append(self._event("response.output_item.done", output_index=index,
+                                  item=_copy_item(item)))
+        self._open = None
+
+    # -- deltas ---------------------------------------------------------------------
+
+    def feed(self, delta: Delta) -> list[Event]:
+        events: list[Event] = []
+        if isinstance(delta, TextDelta):
+            if delta.text:
+                part = self._ensure_part(events, "output_text")
+                part["text"] += delta.text
+                events.append(self._delta_event("response.output_text.delta", delta.text,
+                                                logprobs=[]))
+        elif isinstance(delta, RefusalDelta):
+            if delta.text:
+                part = self._ensure_part(events, "refusal")
+                part["refusal"] += delta.text
+                events.append(self._delta_event("response.refusal.delta", delta.text))
+        elif isinstance(delta, ReasoningDelta):
+            self._feed_reasoning(events, delta.text)
+        elif isinstance(delta, ToolCallDelta):
+            self._feed_call(events, delta)
+        return events
+
+    def _delta_event(self, type_: str, text: str, **extra: Any) -> Event:
+        message = self._open
+        assert message is not None
+        return self._event(
+            type_,
+            item_id=message["id"],
+            output_index=len(self.output) - 1,
+            content_index=len(message["content"]) - 1,
+            delta=text,
+            **extra,
+        )
+
+    def _feed_reasoning(self, events: list[Event], text: str) -> None:
+        if not text:
+            return
+        item = self._open
+        if item is None or item["type"] != "reasoning":
+            self._close_open(events, "completed")
+            item = {"id": new_id("rs"), "type": "reasoning", "summary": [],
+                    "content": [{"type": "reasoning_text", "text": ""}], "status": "in_progress"}
+            events.append(self._add_item(item))
+            events.append(self._event(
+                "response.content_part.added", item_id=item["id"],
+                output_index=len(self.output) - 1, content_index=0,
+                part={"type": "reasoning_text", "text": ""}))
+        item["content"][0]["text"] += text
+        events.append(self._event("response.reasoning_text.delta", item_id=item["id"],
+                                  output_index=len(self.output) - 1, content_index=0,
+                                  delta=text))
+
+    def _feed_call(self, events: list[Event], delta: ToolCallDelta) -> None:
+        item = self._calls.get(delta.index)
+        if item is None:
+            self._close_open(events, "completed")
+            item = {
+                "id": new_id("fc"),
+                "type": "function_call",
+                "status": "in_progress",
+                "arguments": "",
+                "call_id": delta.call_id or new_id("call"),
+                "name": delta.name or "",
+            }
+            self._calls[delta.index] = item
+            events.append(self._add_item(item))
+        elif item is not self._open:
+            # Interleaved fragments of parallel calls: the hosted stream never interleaves,
+            # so later fragments are folded in and reported when the item closes.
+            item["arguments"] += delta.arguments
+            return
+        if delta.name and not item["name"]:
+            item["name"] = delta.name
+        if delta.arguments:
+            item["arguments"] += delta.arguments
+            events.append(self._event("response.function_call_arguments.delta",
+                                      item_id=item["id"], output_index=len(self.output) - 1,
+                                      delta=delta.arguments))
+
+    # -- endings --------------------------------------------------------------------
+
+    def finish(self, finish: Finish) -> list[Event]:
+        events: list[Event] = []
+        incomplete = finish.reason in ("length", "content_filter")
+        self._close_open(events, "incomplete" if incomplete else "completed")
+        if incomplete:
+            reason = "max_output_tokens" if finish.reason == "length" else "content_filter"
+            self.response["status"] = "incomplete"
+            self.response["incomplete_details"] = {"reason": reason}
+        else:
+            self.response["status"] = "completed"
+        self.response["usage"] = _usage(finish.usage)
+        self.response["completed_at"] = int(time.time())
+        events.append(self._event(f"response.{self.response['status']}",
+                                  response=self._snapshot()))
+        self.finished = True
+        return events
+
+    def fail(self, code: str, message: str) -> list[Event]:
+        events: list[Event] = []
+        self._close_open(events, "incomplete")
+        self.response["status"] = "failed"
+        self.response["error"] = {"code": code, "message": message}
+        events.append(self._event("response.failed", response=self._snapshot()))
+        self.finished = True
+        return events
+
+    def cancel(self) -> None:
+        """Stop without events (the client is gone); keep the partial output."""
+        if self._open is not None:
+            self._open["status"] = "incomplete"
+        self.response["status"] = "cancelled"
+        self.finished = True
+
+
+def _copy_item(item: dict[str, Any]) -> dict[str, Any]:
+    copy = dict(item)
+    if "content" in copy and isinstance(copy["content"], list):
+        copy["content"] = [dict(p) for p in copy["content"]]
+    return copy
+
+
+def _usage(usage: Usage | None) -> dict[str, Any]:
+    if usage is None:
+        return usage_object(0, 0)
+    return usage_object(
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_tokens,
+        usage.reasoning_tokens,
+        usage.cache_write_tokens,
+    )

@@ -1,0 +1,119 @@
+"""Shared fixtures: a real server on a loopback port, driven by the official SDK."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from openai import AsyncOpenAI, OpenAI
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from scripted_upstream import ScriptedUpstream  # noqa: E402
+
+from responsed.api.app import create_app  # noqa: E402
+from responsed.config import Settings, load_settings  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    root_url: str
+    settings: Settings
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def start_server(settings: Settings) -> RunningServer:
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.02)
+    root = f"http://{settings.host}:{settings.port}"
+    return RunningServer(f"{root}/v1", root, settings, server, thread)
+
+
+def write_config(path: Path, upstream_url: str, dead_url: str) -> Path:
+    path.write_text(
+        f"""
+[[models]]
+name = "scripted"
+engine = "openai"
+base_url = "{upstream_url}"
+api_key = "none"
+
+[[models]]
+name = "unreachable"
+engine = "openai"
+base_url = "{dead_url}"
+timeout = 5
+"""
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[ScriptedUpstream]:
+    with ScriptedUpstream() as scripted:
+        yield scripted
+
+
+@pytest.fixture
+def scripted(upstream: ScriptedUpstream) -> ScriptedUpstream:
+    upstream.reset()
+    return upstream
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedUpstream) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("server")
+    config = write_config(
+        root / "responsed.toml", upstream.base_url, f"http://127.0.0.1:{free_port()}/v1"
+    )
+    settings = load_settings(config, host="127.0.0.1", port=free_port(), data_dir=root / "data")
+    running = start_server(settings)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[OpenAI]:
+    with OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=120) as sdk:
+        yield sdk
+
+
+@pytest.fixture
+async def aclient(server: RunningServer) -> AsyncIterator[AsyncOpenAI]:
+    async with AsyncOpenAI(
+        base_url=server.base_url, api_key="none", max_retries=0, timeout=120
+    ) as sdk:
+        yield sdk

@@ -1,0 +1,124 @@
+"""Wire-contract checks used by every integration test.
+
+Every Response object and streaming event is validated against the Open Responses
+document (JSON Schema 2020-12, refs resolved within the file) when its type is one the
+document defines, and always parsed by the pinned `openai` SDK's own types.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+from jsonschema import Draft202012Validator
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from responsed.testing import assert_valid_event_stream
+
+# The repository is checked out beside `shared/`, locally and in CI.
+SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "spec" / "openresponses-openapi.json"
+SPEC_URI = "urn:openresponses"
+SPEC: dict[str, Any] = json.loads(SPEC_PATH.read_text())
+_REGISTRY: Registry[Any] = Registry().with_resource(
+    SPEC_URI, Resource.from_contents(SPEC, default_specification=DRAFT202012)
+)
+_EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+
+# event type → schema name, for every streaming event the document defines
+EVENT_SCHEMAS: dict[str, str] = {
+    schema["properties"]["type"]["enum"][0]: name
+    for name, schema in SPEC["components"]["schemas"].items()
+    if name.endswith("StreamingEvent") and "enum" in schema.get("properties", {}).get("type", {})
+}
+SPEC_ITEM_TYPES = {"message", "function_call", "function_call_output", "reasoning"}
+
+seen_schemas: set[str] = set()
+
+
+@cache
+def validator(name: str) -> Draft202012Validator:
+    ref = {"$ref": f"{SPEC_URI}#/components/schemas/{name}"}
+    return Draft202012Validator(ref, registry=_REGISTRY)
+
+
+def _spec_typed(response: dict[str, Any]) -> bool:
+    tools_ok = all(t.get("type") == "function" for t in response.get("tools", []))
+    items_ok = all(i.get("type") in SPEC_ITEM_TYPES for i in response.get("output", []))
+    return tools_ok and items_ok
+
+
+def check_response(obj: dict[str, Any]) -> Response:
+    if _spec_typed(obj):
+        validator("ResponseResource").validate(obj)
+        seen_schemas.add("ResponseResource")
+    return Response.model_validate(obj)
+
+
+def check_event(event: dict[str, Any]) -> Any:
+    name = EVENT_SCHEMAS.get(event["type"])
+    response = event.get("response")
+    item = event.get("item")
+    typed = (response is None or _spec_typed(response)) and (
+        item is None or item.get("type") in SPEC_ITEM_TYPES
+    )
+    if name is not None and typed:
+        validator(name).validate(event)
+        seen_schemas.add(name)
+    return _EVENT_ADAPTER.validate_python(event)
+
+
+def check_stream(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Schemas of each event, then the grammar of the whole stream."""
+    for event in events:
+        check_event(event)
+    final = assert_valid_event_stream(events)
+    if final is not None:
+        check_response(final)
+    return final
+
+
+def parse_sse(body: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for block in body.split("\n\n"):
+        lines = [line for line in block.split("\n") if line and not line.startswith(":")]
+        if not lines:
+            continue
+        name = next((line[7:] for line in lines if line.startswith("event: ")), None)
+        data = "\n".join(line[6:] for line in lines if line.startswith("data: "))
+        event = json.loads(data)
+        assert name == event["type"], f"SSE event name {name!r} != data type {event['type']!r}"
+        events.append(event)
+    return events
+
+
+def raw_stream(base_url: str, body: dict[str, Any], timeout: float = 120) -> list[dict[str, Any]]:
+    """POST with stream=true over plain HTTP; return the validated raw events."""
+    with httpx.Client(timeout=timeout) as http:
+        reply = http.post(f"{base_url}/responses", json={**body, "stream": True})
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    events = parse_sse(reply.text)
+    check_stream(events)
+    return events
+
+
+def assert_error(reply: httpx.Response, status: int, *, param: str | None = None,
+                 code: str | None = None) -> dict[str, Any]:
+    assert reply.status_code == status, (reply.status_code, reply.text)
+    assert reply.headers["content-type"].startswith("application/json")
+    body = reply.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str) and error["message"]
+    if param is not None:
+        assert error["param"] == param, error
+    if code is not None:
+        assert error["code"] == code, error
+    return error
