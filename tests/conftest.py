@@ -16,10 +16,9 @@ from openai import AsyncOpenAI, OpenAI
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from scripted_upstream import ScriptedUpstream  # noqa: E402
-
-from responsed.api.app import create_app  # noqa: E402
-from responsed.config import Settings, load_settings  # noqa: E402
+from responsed.api.app import create_app
+from responsed.config import Settings, load_settings
+from scripted_upstream import ScriptedUpstream
 
 
 def free_port() -> int:
@@ -94,7 +93,9 @@ def scripted(upstream: ScriptedUpstream) -> ScriptedUpstream:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedUpstream) -> Iterator[RunningServer]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedUpstream
+) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("server")
     config = write_config(
         root / "responsed.toml", upstream.base_url, f"http://127.0.0.1:{free_port()}/v1"

@@ -9,10 +9,10 @@ import httpx
 import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
-from scripted_upstream import ScriptedUpstream, Turn
-from wire import assert_error, check_response, check_stream, raw_stream
 
 from conftest import RunningServer
+from scripted_upstream import ScriptedUpstream, Turn
+from wire import assert_error, check_response, raw_stream
 
 WEATHER = {
     "type": "function",
@@ -39,13 +39,11 @@ def create(server: RunningServer, body: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_plain_text(server: RunningServer, scripted: ScriptedUpstream, stream: bool) -> None:
-    scripted.enqueue(Turn(content="Four, as you asked.", prompt_tokens=19, completion_tokens=9,
-                          cached_tokens=4))
+    scripted.enqueue(
+        Turn(content="Four, as you asked.", prompt_tokens=19, completion_tokens=9, cached_tokens=4)
+    )
     body = {"model": "scripted", "input": "What is 2+2?", "instructions": "Be brief."}
-    if stream:
-        final = raw_stream(server.base_url, body)[-1]["response"]
-    else:
-        final = create(server, body)
+    final = raw_stream(server.base_url, body)[-1]["response"] if stream else create(server, body)
     assert final["status"] == "completed"
     assert final["output"][0]["content"][0]["text"] == "Four, as you asked."
     assert final["output"][0]["id"].startswith("msg_")
@@ -179,12 +177,21 @@ def test_function_call_round_trip(
 
 def test_parallel_calls_and_tool_choice(server: RunningServer, scripted: ScriptedUpstream) -> None:
     scripted.enqueue(
-        Turn(tool_calls=[("c1", "get_weather", '{"city":"A"}'), ("c2", "get_weather", '{"city":"B"}')])
+        Turn(
+            tool_calls=[
+                ("c1", "get_weather", '{"city":"A"}'),
+                ("c2", "get_weather", '{"city":"B"}'),
+            ]
+        )
     )
     events = raw_stream(
         server.base_url,
-        {"model": "scripted", "input": "A and B", "tools": [WEATHER],
-         "tool_choice": {"type": "function", "name": "get_weather"}},
+        {
+            "model": "scripted",
+            "input": "A and B",
+            "tools": [WEATHER],
+            "tool_choice": {"type": "function", "name": "get_weather"},
+        },
     )
     final = events[-1]["response"]
     assert [o["call_id"] for o in final["output"]] == ["c1", "c2"]
@@ -218,7 +225,9 @@ def test_refusal_and_reasoning(server: RunningServer, scripted: ScriptedUpstream
     final = events[-1]["response"]
     assert [o["type"] for o in final["output"]] == ["reasoning", "message"]
     assert final["output"][0]["content"][0]["text"] == "think think"
-    assert final["output"][1]["content"] == [{"type": "refusal", "refusal": "I can't help with that."}]
+    assert final["output"][1]["content"] == [
+        {"type": "refusal", "refusal": "I can't help with that."}
+    ]
 
 
 def test_upstream_failure_non_streaming(server: RunningServer, scripted: ScriptedUpstream) -> None:
@@ -305,15 +314,33 @@ def test_models_endpoints(client: OpenAI) -> None:
 def test_echoed_fields(server: RunningServer, scripted: ScriptedUpstream) -> None:
     scripted.enqueue(Turn(content="ok"))
     body = {
-        "model": "scripted", "input": "x", "temperature": 0.2, "top_p": 0.5, "user": "u1",
-        "safety_identifier": "s1", "prompt_cache_key": "k1", "service_tier": "flex",
-        "parallel_tool_calls": False, "truncation": "auto", "max_tool_calls": 3,
-        "reasoning": {"effort": "low"}, "text": {"verbosity": "low"},
+        "model": "scripted",
+        "input": "x",
+        "temperature": 0.2,
+        "top_p": 0.5,
+        "user": "u1",
+        "safety_identifier": "s1",
+        "prompt_cache_key": "k1",
+        "service_tier": "flex",
+        "parallel_tool_calls": False,
+        "truncation": "auto",
+        "max_tool_calls": 3,
+        "reasoning": {"effort": "low"},
+        "text": {"verbosity": "low"},
         "stream_options": {"include_obfuscation": False},
     }
     final = create(server, body)
-    for key in ("temperature", "top_p", "user", "safety_identifier", "prompt_cache_key",
-                "service_tier", "parallel_tool_calls", "truncation", "max_tool_calls"):
+    for key in (
+        "temperature",
+        "top_p",
+        "user",
+        "safety_identifier",
+        "prompt_cache_key",
+        "service_tier",
+        "parallel_tool_calls",
+        "truncation",
+        "max_tool_calls",
+    ):
         assert final[key] == body[key], key
     assert final["reasoning"] == {"effort": "low", "summary": None}
     assert final["text"] == {"format": {"type": "text"}, "verbosity": "low"}

@@ -108,8 +108,9 @@ def raw_stream(base_url: str, body: dict[str, Any], timeout: float = 120) -> lis
     return events
 
 
-def assert_error(reply: httpx.Response, status: int, *, param: str | None = None,
-                 code: str | None = None) -> dict[str, Any]:
+def assert_error(
+    reply: httpx.Response, status: int, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     assert reply.status_code == status, (reply.status_code, reply.text)
     assert reply.headers["content-type"].startswith("application/json")
     body = reply.json()

@@ -49,11 +49,11 @@ def assert_valid_event_stream(events: list[dict[str, Any]]) -> dict[str, Any] | 
     added: dict[int, dict[str, Any]] = {}
     done: dict[int, dict[str, Any]] = {}
     open_parts: set[tuple[int, int]] = set()
-    text: dict[tuple[str, int, int], str] = {}
+    text: dict[tuple[Any, ...], str] = {}
     args: dict[int, str] = {}
     for event in events[2:-1]:
         kind = event["type"]
-        index = event.get("output_index")
+        index: Any = event.get("output_index")
         if kind == "response.output_item.added":
             assert index is not None
             if index != len(added):
@@ -73,32 +73,33 @@ def assert_valid_event_stream(events: list[dict[str, Any]]) -> dict[str, Any] | 
             key = (index, event["content_index"])
             if index not in added or index in done or key in open_parts:
                 _fail("content_part.added outside an open item", event)
-            open_parts.add(key)  # type: ignore[arg-type]
+            open_parts.add(key)
         elif kind == "response.content_part.done":
             key = (index, event["content_index"])
             if key not in open_parts:
                 _fail("content_part.done without content_part.added", event)
-            open_parts.discard(key)  # type: ignore[arg-type]
+            open_parts.discard(key)
         elif kind in _TEXT_DELTAS:
             key3 = (kind, index, event["content_index"])
             if (index, event["content_index"]) not in open_parts:
                 _fail("delta outside an open content part", event)
-            text[key3] = text.get(key3, "") + event["delta"]  # type: ignore[index]
+            text[key3] = text.get(key3, "") + event["delta"]
         elif kind in _DONE_TO_DELTA:
             field = _TEXT_DELTAS[_DONE_TO_DELTA[kind]][1]
             key3 = (_DONE_TO_DELTA[kind], index, event["content_index"])
-            if event[field] != text.get(key3, ""):  # type: ignore[arg-type]
+            if event[field] != text.get(key3, ""):
                 _fail(f"{kind} {field} differs from the concatenated deltas", event)
         elif kind == "response.function_call_arguments.delta":
             if index not in added or index in done:
                 _fail("arguments delta outside an open function_call item", event)
-            args[index] = args.get(index, "") + event["delta"]  # type: ignore[index]
-        elif kind == "response.function_call_arguments.done":
-            if event["arguments"] != args.get(index, ""):  # type: ignore[arg-type]
-                _fail("function_call_arguments.done differs from the deltas", event)
-        if event.get("item_id") is not None and index in added:
-            if event["item_id"] != added[index]["id"]:  # type: ignore[index]
-                _fail("item_id does not match the item at output_index", event)
+            args[index] = args.get(index, "") + event["delta"]
+        elif kind == "response.function_call_arguments.done" and event["arguments"] != args.get(
+            index, ""
+        ):
+            _fail("function_call_arguments.done differs from the deltas", event)
+        item_id = event.get("item_id")
+        if item_id is not None and index in added and item_id != added[index]["id"]:
+            _fail("item_id does not match the item at output_index", event)
     if set(added) != set(done):
         _fail("some output items were never done")
     final: dict[str, Any] = last["response"]

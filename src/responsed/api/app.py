@@ -35,7 +35,9 @@ def create_app(settings: Settings) -> ASGIApp:
         app.state.models = registry
         app.state.responses = ResponseService(registry, store)
         app.state.api_keys = settings.api_keys
-        log.info("serving", models=list(registry.engines), data_dir=str(settings.data_dir.resolve()))
+        log.info(
+            "serving", models=list(registry.engines), data_dir=str(settings.data_dir.resolve())
+        )
         try:
             yield
         finally:

@@ -57,6 +57,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
         return error_response(
-            APIError(500, "The server had an error while processing your request.",
-                     type="server_error", code="server_error")
+            APIError(
+                500,
+                "The server had an error while processing your request.",
+                type="server_error",
+                code="server_error",
+            )
         )

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from responsed.api.deps import project_of, service_of
+from responsed.api.json import JSONBytes
 from responsed.api.sse import sse_stream
 from responsed.protocol.request import CreateResponseRequest
 from responsed.protocol.validation import parse_body
 from responsed.runtime.service import ResponseService
-from responsed.api.json import JSONBytes
 
 __all__ = ["router"]
 

@@ -11,7 +11,8 @@ __all__ = ["encode_event", "sse_stream"]
 
 
 def encode_event(event: dict[str, Any]) -> bytes:
-    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+    kind: str = event["type"]
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 async def sse_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:

@@ -68,7 +68,9 @@ def new_response(
         "max_tool_calls": request.max_tool_calls,
         "model": request.model,
         "output": [],
-        "parallel_tool_calls": True if request.parallel_tool_calls is None else request.parallel_tool_calls,
+        "parallel_tool_calls": True
+        if request.parallel_tool_calls is None
+        else request.parallel_tool_calls,
         "previous_response_id": request.previous_response_id,
         "prompt": request.prompt,
         "prompt_cache_key": request.prompt_cache_key,

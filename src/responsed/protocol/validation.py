@@ -59,8 +59,9 @@ def _got(value: Any) -> str:
 
 def _pick(errors: list[ErrorDetails]) -> ErrorDetails:
     """Unions report one error per branch; the deepest location is the most telling."""
-    return max(errors, key=lambda e: len([p for p in e["loc"] if isinstance(p, int)]) * 10
-               + len(e["loc"]))
+    return max(
+        errors, key=lambda e: len([p for p in e["loc"] if isinstance(p, int)]) * 10 + len(e["loc"])
+    )
 
 
 def _to_api_error(exc: ValidationError) -> APIError:
@@ -76,14 +77,20 @@ def _to_api_error(exc: ValidationError) -> APIError:
         )
     if kind == "missing":
         return invalid_request(
-            f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+            f"Missing required parameter: '{param}'.",
+            param=param,
+            code="missing_required_parameter",
         )
     if kind == "extra_forbidden":
-        return invalid_request(f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
+        return invalid_request(
+            f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter"
+        )
     if kind == "model_type" and not err["loc"]:
         return invalid_request("The request body must be a JSON object.", code="invalid_type")
-    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "model_attributes_type":
-        expected = _TYPE_NAMES.get(kind.removesuffix("_type").removesuffix("_parsing"), "another type")
+    if kind.endswith(("_type", "_parsing")) or kind == "model_attributes_type":
+        expected = _TYPE_NAMES.get(
+            kind.removesuffix("_type").removesuffix("_parsing"), "another type"
+        )
         return invalid_request(
             f"Invalid type for '{param}': expected {expected}, but got {_got(err.get('input'))} "
             "instead.",
@@ -103,11 +110,13 @@ def _to_api_error(exc: ValidationError) -> APIError:
             f"Invalid '{param}': {err['msg'].lower()}.", param=param, code="integer_above_max_value"
         )
     if kind in ("string_too_long", "too_long"):
-        return invalid_request(f"Invalid '{param}': {err['msg'].lower()}.", param=param,
-                               code="string_above_max_length")
+        return invalid_request(
+            f"Invalid '{param}': {err['msg'].lower()}.", param=param, code="string_above_max_length"
+        )
     if kind in ("string_too_short", "too_short"):
-        return invalid_request(f"Invalid '{param}': {err['msg'].lower()}.", param=param,
-                               code="string_below_min_length")
+        return invalid_request(
+            f"Invalid '{param}': {err['msg'].lower()}.", param=param, code="string_below_min_length"
+        )
     msg = err["msg"].removeprefix("Value error, ")
     return invalid_request(f"Invalid '{param}': {msg}", param=param, code="invalid_value")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import aclosing
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -259,8 +259,11 @@ def _response_format(request: CreateResponseRequest) -> dict[str, Any] | None:
         return {"type": "json_object"}
     if not fmt.name or fmt.schema_ is None:
         missing = "text.format.name" if not fmt.name else "text.format.schema"
-        raise invalid_request(f"Missing required parameter: '{missing}'.", param=missing,
-                              code="missing_required_parameter")
+        raise invalid_request(
+            f"Missing required parameter: '{missing}'.",
+            param=missing,
+            code="missing_required_parameter",
+        )
     schema: dict[str, Any] = {"name": fmt.name, "schema": fmt.schema_, "strict": bool(fmt.strict)}
     if fmt.description:
         schema["description"] = fmt.description

@@ -6,7 +6,12 @@ from typing import Any
 
 from responsed.engines.base import FunctionSpec, ToolChoice
 from responsed.protocol.errors import invalid_request
-from responsed.protocol.request import AllowedTools, CreateResponseRequest, FunctionChoice, FunctionTool
+from responsed.protocol.request import (
+    AllowedTools,
+    CreateResponseRequest,
+    FunctionChoice,
+    FunctionTool,
+)
 
 __all__ = ["offered_tools"]
 
@@ -43,7 +48,7 @@ def offered_tools(request: CreateResponseRequest) -> tuple[list[FunctionSpec], T
             )
         return functions, choice.name
     if isinstance(choice, AllowedTools):
-        allowed = {t.get("name") for t in choice.tools if t.get("type") == "function"}
+        allowed = {str(t.get("name")) for t in choice.tools if t.get("type") == "function"}
         unknown = allowed - names
         if unknown:
             raise invalid_request(

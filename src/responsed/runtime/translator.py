@@ -147,11 +147,13 @@ class Translator:
             text = item["content"][0]["text"]
             where = {"item_id": item["id"], "output_index": index, "content_index": 0}
             events.append(self._event("response.reasoning_text.done", **where, text=text))
-            events.append(self._event("response.content_part.done", **where,
-                                      part=dict(item["content"][0])))
+            events.append(
+                self._event("response.content_part.done", **where, part=dict(item["content"][0]))
+            )
         item["status"] = status
-        events.append(self._event("response.output_item.done", output_index=index,
-                                  item=_copy_item(item)))
+        events.append(
+            self._event("response.output_item.done", output_index=index, item=_copy_item(item))
+        )
         self._open = None
 
     # -- deltas ---------------------------------------------------------------------
@@ -162,8 +164,9 @@ class Translator:
             if delta.text:
                 part = self._ensure_part(events, "output_text")
                 part["text"] += delta.text
-                events.append(self._delta_event("response.output_text.delta", delta.text,
-                                                logprobs=[]))
+                events.append(
+                    self._delta_event("response.output_text.delta", delta.text, logprobs=[])
+                )
         elif isinstance(delta, RefusalDelta):
             if delta.text:
                 part = self._ensure_part(events, "refusal")
@@ -193,17 +196,33 @@ class Translator:
         item = self._open
         if item is None or item["type"] != "reasoning":
             self._close_open(events, "completed")
-            item = {"id": new_id("rs"), "type": "reasoning", "summary": [],
-                    "content": [{"type": "reasoning_text", "text": ""}], "status": "in_progress"}
+            item = {
+                "id": new_id("rs"),
+                "type": "reasoning",
+                "summary": [],
+                "content": [{"type": "reasoning_text", "text": ""}],
+                "status": "in_progress",
+            }
             events.append(self._add_item(item))
-            events.append(self._event(
-                "response.content_part.added", item_id=item["id"],
-                output_index=len(self.output) - 1, content_index=0,
-                part={"type": "reasoning_text", "text": ""}))
+            events.append(
+                self._event(
+                    "response.content_part.added",
+                    item_id=item["id"],
+                    output_index=len(self.output) - 1,
+                    content_index=0,
+                    part={"type": "reasoning_text", "text": ""},
+                )
+            )
         item["content"][0]["text"] += text
-        events.append(self._event("response.reasoning_text.delta", item_id=item["id"],
-                                  output_index=len(self.output) - 1, content_index=0,
-                                  delta=text))
+        events.append(
+            self._event(
+                "response.reasoning_text.delta",
+                item_id=item["id"],
+                output_index=len(self.output) - 1,
+                content_index=0,
+                delta=text,
+            )
+        )
 
     def _feed_call(self, events: list[Event], delta: ToolCallDelta) -> None:
         item = self._calls.get(delta.index)
@@ -228,9 +247,14 @@ class Translator:
             item["name"] = delta.name
         if delta.arguments:
             item["arguments"] += delta.arguments
-            events.append(self._event("response.function_call_arguments.delta",
-                                      item_id=item["id"], output_index=len(self.output) - 1,
-                                      delta=delta.arguments))
+            events.append(
+                self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=item["id"],
+                    output_index=len(self.output) - 1,
+                    delta=delta.arguments,
+                )
+            )
 
     # -- endings --------------------------------------------------------------------
 
@@ -246,8 +270,7 @@ class Translator:
             self.response["status"] = "completed"
         self.response["usage"] = _usage(finish.usage)
         self.response["completed_at"] = int(time.time())
-        events.append(self._event(f"response.{self.response['status']}",
-                                  response=self._snapshot()))
+        events.append(self._event(f"response.{self.response['status']}", response=self._snapshot()))
         self.finished = True
         return events
 
