@@ -39,7 +39,13 @@ def _check_port(host: str, port: int) -> None:
 
 
 def _preflight(settings: Settings) -> None:
+    from responsed.engines.registry import engine_factory
+
     for model in settings.models:
+        try:
+            engine_factory(model.engine)
+        except ConfigError as exc:
+            raise _fail(f"model {model.name!r}: {exc}") from None
         if model.path is not None and not Path(model.path).is_file():
             raise _fail(f"model {model.name!r}: model file not found: {model.path}")
     if settings.host not in LOOPBACK and not settings.api_keys:

@@ -73,7 +73,7 @@ class _Done:
     usage: Usage
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity hashing: jobs live in a set
 class _Job:
     thread: threading.Thread
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -467,7 +467,7 @@ def _chat_formatter(llama: Any, chat_format: str | None) -> Callable[..., Any]:
         def text(token: int) -> str:
             return str(llama._model.token_get_text(token)) if token != -1 else ""
 
-        return formats.Jinja2ChatFormatter(  # type: ignore[no-any-return]
+        return formats.Jinja2ChatFormatter(
             template=templates[name],
             eos_token=text(llama.token_eos()),
             bos_token=text(llama.token_bos()),

@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 from responsed.config import ConfigError, ModelConfig
 from responsed.engines.base import Engine
 
-__all__ = ["ENGINE_KINDS", "ModelRegistry", "build_engine"]
+__all__ = ["ENGINE_KINDS", "ModelRegistry", "build_engine", "engine_factory"]
 
 EngineFactory = Callable[[ModelConfig], Engine]
 
@@ -22,7 +22,8 @@ ENGINE_KINDS: dict[str, str] = {
 Third-party engines register under the `responsed.engines` entry-point group."""
 
 
-def _resolve(kind: str) -> EngineFactory:
+def engine_factory(kind: str) -> EngineFactory:
+    """The factory for an engine kind; ConfigError naming the known kinds if unknown."""
     target = ENGINE_KINDS.get(kind)
     if target is None:
         for ep in entry_points(group="responsed.engines"):
@@ -39,7 +40,7 @@ def _resolve(kind: str) -> EngineFactory:
 
 
 def build_engine(config: ModelConfig) -> Engine:
-    return _resolve(config.engine)(config)
+    return engine_factory(config.engine)(config)
 
 
 class ModelRegistry:

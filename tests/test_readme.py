@@ -1,0 +1,39 @@
+"""The README's SDK examples run unchanged against a live server (only base_url differs)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import openai
+import pytest
+
+from conftest import RunningServer
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def sdk_example() -> str:
+    text = README.read_text()
+    section = text.split("## Using it from the `openai` SDK", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None
+    return match.group(1)
+
+
+def test_readme_examples_run(server: RunningServer) -> None:
+    code = sdk_example().replace("http://127.0.0.1:8000/v1", server.base_url)
+    scope: dict[str, object] = {}
+    exec(compile(code, str(README), "exec"), scope)
+    client = scope["client"]
+    assert isinstance(client, openai.OpenAI)
+    answer = scope["answer"]
+    assert answer.previous_response_id == scope["call_response"].id  # type: ignore[attr-defined]
+    assert scope["outputs"], "the forced function call produced no call"
+    assert scope["fetched"].id == answer.id  # type: ignore[attr-defined]
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(answer.id)  # type: ignore[attr-defined]
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(scope["ephemeral"].id)  # type: ignore[attr-defined]
+    assert scope["final"].status in ("completed", "incomplete")  # type: ignore[attr-defined]
+    client.close()
