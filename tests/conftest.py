@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from openai import AsyncOpenAI, OpenAI
@@ -17,7 +20,7 @@ from openai import AsyncOpenAI, OpenAI
 sys.path.insert(0, str(Path(__file__).parent))
 
 from responsed.api.app import create_app
-from responsed.config import Settings, load_settings
+from responsed.config import Settings, builtin_model_path, load_settings
 from scripted_upstream import ScriptedUpstream
 
 
@@ -78,6 +81,39 @@ timeout = 5
 """
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[str]:
+    """llama-cpp-python's own OpenAI-compatible server running the built-in GGUF."""
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(builtin_model_path())]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base_url = f"http://127.0.0.1:{port}/v1"
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    pytest.fail(f"llama_cpp.server exited:\n{log.read().decode()[-3000:]}")
+                try:
+                    if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail("llama_cpp.server did not answer /v1/models within 60 s")
+                time.sleep(0.2)
+            yield base_url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.fixture(scope="session")

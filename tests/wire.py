@@ -60,6 +60,12 @@ def check_response(obj: dict[str, Any]) -> Response:
     return Response.model_validate(obj)
 
 
+def check_sdk_response(response: Response) -> Response:
+    """Validate what the server sent, as the SDK received it (fields it did not send
+    stay unset, so `exclude_unset` recovers the wire object)."""
+    return check_response(response.model_dump(mode="json", exclude_unset=True))
+
+
 def check_event(event: dict[str, Any]) -> Any:
     name = EVENT_SCHEMAS.get(event["type"])
     response = event.get("response")

@@ -19,7 +19,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from responsed.config import ConfigError, ModelConfig
 from responsed.engines.base import (
@@ -28,26 +28,21 @@ from responsed.engines.base import (
     EngineError,
     EngineOverloaded,
     EngineRequest,
-    Finish,
     FinishReason,
     FunctionSpec,
-    TextDelta,
-    ToolCallDelta,
     UnsupportedFeature,
     Usage,
 )
 from responsed.engines.llamacpp_prompt import (
-    TOOL_CALL_OPEN,
+    Mode,
+    OutputShaper,
+    StopScanner,
     forced_call_schema,
-    new_call_id,
-    parse_forced_call,
-    parse_tool_calls,
     render_messages,
 )
 
 __all__ = ["LlamaCppEngine"]
 
-Mode = Literal["text", "auto", "forced"]
 _GRAMMAR_CACHE_SIZE = 256
 # llama.cpp's usual truncation; temperature and top_p follow the OpenAI defaults.
 _TOP_K = 40
@@ -122,72 +117,6 @@ class _Pool:
                 waiter.set_result(llama)
                 return
         self._idle.append(llama)
-
-
-class _StopScanner:
-    """Cuts text at the first stop string, holding back a possible partial match."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self._stops = stops
-        self._pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        if not self._stops:
-            return text, False
-        text = self._pending + text
-        cut = min((i for s in self._stops if (i := text.find(s)) >= 0), default=-1)
-        if cut >= 0:
-            self._pending = ""
-            return text[:cut], True
-        keep = max(
-            (k for s in self._stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0
-        )
-        self._pending = text[len(text) - keep :] if keep else ""
-        return text[: len(text) - keep], False
-
-    def flush(self) -> str:
-        text, self._pending = self._pending, ""
-        return text
-
-
-class _Shaper:
-    """Turns generated text into deltas: plain text, or parsed tool calls."""
-
-    def __init__(self, plan: _Plan) -> None:
-        self._plan = plan
-        self._buf = ""
-        self._state = {"text": "stream", "auto": "undecided", "forced": "collect"}[plan.mode]
-
-    def feed(self, text: str) -> list[Delta]:
-        if self._state == "stream":
-            return [TextDelta(text)]
-        self._buf += text
-        head = self._buf.lstrip()
-        if self._state == "undecided":
-            if head.startswith(TOOL_CALL_OPEN):
-                self._state = "collect"
-            elif head and not TOOL_CALL_OPEN.startswith(head):
-                self._state = "stream"
-                text, self._buf = self._buf, ""
-                return [TextDelta(text)]
-        return []
-
-    def finish(self, done: _Done) -> list[Delta]:
-        calls = None
-        if self._plan.mode == "forced":
-            call = parse_forced_call(self._buf, self._plan.tools)
-            calls = [call] if call else None
-        elif self._state == "collect":
-            calls = parse_tool_calls(self._buf, self._plan.tools)
-        if calls:
-            calls = calls if self._plan.parallel else calls[:1]
-            out: list[Delta] = [
-                ToolCallDelta(index=i, call_id=new_call_id(), name=name, arguments=args)
-                for i, (name, args) in enumerate(calls)
-            ]
-            return [*out, Finish("tool_calls", done.usage)]
-        text = [TextDelta(self._buf)] if self._buf else []
-        return [*text, Finish(done.reason, done.usage)]
 
 
 class LlamaCppEngine:
@@ -286,14 +215,14 @@ class LlamaCppEngine:
         except BaseException:
             self._finished(job, pool, llama)
             raise
-        shaper = _Shaper(plan)
+        shaper = OutputShaper(plan.mode, plan.tools, parallel=plan.parallel)
         try:
             while True:
                 item = await queue.get()
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, _Done):
-                    for delta in shaper.finish(item):
+                    for delta in shaper.finish(item.reason, item.usage):
                         yield delta
                     return
                 for delta in shaper.feed(item):
@@ -416,7 +345,7 @@ class LlamaCppEngine:
         cached = min(_common_prefix(llama, tokens), len(tokens) - 1)
         vocab = llama._model.vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        scanner = _StopScanner(plan.stop)
+        scanner = StopScanner(plan.stop)
         reason: FinishReason = "length"
         count, cut = 0, False
         tokens_out = llama.generate(
@@ -449,7 +378,13 @@ class LlamaCppEngine:
             text += "" if cut else scanner.flush()
             if text:
                 emit(text)
-        return _Done(reason, Usage(len(tokens), count, cached, 0))
+        usage = Usage(
+            input_tokens=len(tokens),
+            output_tokens=count,
+            cached_tokens=cached,
+            cache_write_tokens=len(tokens) - cached,
+        )
+        return _Done(reason, usage)
 
 
 def _chat_formatter(llama: Any, chat_format: str | None) -> Callable[..., Any]:

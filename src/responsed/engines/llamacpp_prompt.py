@@ -1,4 +1,4 @@
-"""Prompt side of the llama.cpp engine: message rendering, tool prompts, tool-call parsing.
+"""Text side of the llama.cpp engine: message rendering, tool prompts, output parsing.
 
 Small local chat templates know only system/user/assistant turns with string content, so
 tool traffic is rendered as text in the `<tool_call>`/`<tool_response>` convention that
@@ -12,14 +12,27 @@ import re
 import secrets
 import string
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
-from responsed.engines.base import ChatMessage, FunctionSpec, UnsupportedFeature
+from responsed.engines.base import (
+    ChatMessage,
+    Delta,
+    Finish,
+    FinishReason,
+    FunctionSpec,
+    TextDelta,
+    ToolCallDelta,
+    UnsupportedFeature,
+    Usage,
+)
 
 __all__ = [
     "TOOL_CALL_CLOSE",
     "TOOL_CALL_OPEN",
+    "Mode",
+    "OutputShaper",
     "ParsedCall",
+    "StopScanner",
     "forced_call_schema",
     "new_call_id",
     "parse_forced_call",
@@ -32,6 +45,9 @@ TOOL_CALL_CLOSE = "</tool_call>"
 _ALNUM = string.ascii_letters + string.digits
 _TEXT_PARTS = {"text", "input_text", "output_text"}
 _BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+
+Mode = Literal["text", "auto", "forced"]
+"""Plain text; text that may turn out to be a `<tool_call>`; a grammar-forced call."""
 
 ParsedCall = tuple[str, str]
 """(function name, compact JSON arguments)."""
@@ -197,3 +213,69 @@ def parse_tool_calls(text: str, tools: Sequence[FunctionSpec]) -> list[ParsedCal
             return None
         calls.append(call)
     return calls or None
+
+
+class StopScanner:
+    """Cuts text at the first stop string, holding back a possible partial match."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self._stops = stops
+        self._pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        if not self._stops:
+            return text, False
+        text = self._pending + text
+        cut = min((i for s in self._stops if (i := text.find(s)) >= 0), default=-1)
+        if cut >= 0:
+            self._pending = ""
+            return text[:cut], True
+        keep = max(
+            (k for s in self._stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0
+        )
+        self._pending = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep], False
+
+    def flush(self) -> str:
+        text, self._pending = self._pending, ""
+        return text
+
+
+class OutputShaper:
+    """Turns generated text into deltas: plain text, or parsed tool calls."""
+
+    def __init__(self, mode: Mode, tools: Sequence[FunctionSpec], *, parallel: bool) -> None:
+        self._mode, self._tools, self._parallel = mode, tools, parallel
+        self._buf = ""
+        self._state = {"text": "stream", "auto": "undecided", "forced": "collect"}[mode]
+
+    def feed(self, text: str) -> list[Delta]:
+        if self._state == "stream":
+            return [TextDelta(text)]
+        self._buf += text
+        head = self._buf.lstrip()
+        if self._state == "undecided":
+            if head.startswith(TOOL_CALL_OPEN):
+                self._state = "collect"
+            elif head and not TOOL_CALL_OPEN.startswith(head):
+                self._state = "stream"
+                text, self._buf = self._buf, ""
+                return [TextDelta(text)]
+        return []
+
+    def finish(self, reason: FinishReason, usage: Usage) -> list[Delta]:
+        calls = None
+        if self._mode == "forced":
+            call = parse_forced_call(self._buf, self._tools)
+            calls = [call] if call else None
+        elif self._state == "collect":
+            calls = parse_tool_calls(self._buf, self._tools)
+        if calls:
+            calls = calls if self._parallel else calls[:1]
+            out: list[Delta] = [
+                ToolCallDelta(index=i, call_id=new_call_id(), name=name, arguments=args)
+                for i, (name, args) in enumerate(calls)
+            ]
+            return [*out, Finish("tool_calls", usage)]
+        text = [TextDelta(self._buf)] if self._buf else []
+        return [*text, Finish(reason, usage)]

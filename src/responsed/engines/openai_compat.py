@@ -282,7 +282,11 @@ class _SSEParser:
         if self.data and not self.done:
             self.feed(b"\n\n")  # the last event may lack its blank line before EOF
         if self.reason is None:
-            raise _upstream_error(f"upstream {base_url} stream ended before a finish_reason")
+            if not self.done:
+                raise _upstream_error(f"upstream {base_url} stream ended before a finish_reason")
+            # `[DONE]` without a finish_reason (llama-cpp-python's forced tool calls):
+            # the stream did end properly, so infer the reason.
+            self.reason = "tool_calls" if self.saw_tool_call else "stop"
         # Some servers (older Ollama, some vLLM parsers) say "stop" after emitting calls.
         if self.saw_tool_call and self.reason == "stop":
             return Finish("tool_calls", self.usage)

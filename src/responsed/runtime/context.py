@@ -155,7 +155,9 @@ def to_chat_messages(instructions: str | None, items: list[Item]) -> list[ChatMe
             elif last is not None and last["role"] == "assistant" and last.get("content"):
                 last["tool_calls"] = [call]
             else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                # "" rather than null: some servers reject null content and some chat
+                # templates index `message.content` unconditionally.
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
         elif kind == "function_call_output":
             output = item["output"]
             content = output if isinstance(output, str) else _text_of(output)
