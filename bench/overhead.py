@@ -788,6 +788,47 @@ def report(res: dict[str, Any], cfg: Config, info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def start_servers(
+    tmpdir: Path, up_port: int, our_port: int, tokens: int, procs: list[subprocess.Popen[bytes]]
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """Start the upstream and responsed, appending each to `procs` as soon as it exists
+    (so the caller's `finally` stops it), and wait until both answer."""
+    up_log = tmpdir / "upstream.log"
+    upstream_cmd = [sys.executable, __file__, "--upstream", "--port", str(up_port)]
+    with up_log.open("wb") as out:
+        upstream = subprocess.Popen(
+            [*upstream_cmd, "--tokens", str(tokens)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    procs.append(upstream)
+    wait_http(up_port, "/health", upstream, up_log)
+
+    config = tmpdir / "responsed.toml"
+    config.write_text(
+        'builtin_model = false\nlog_level = "warning"\n'
+        + "".join(
+            f'[[models]]\nname = "{name}"\nengine = "openai"\n'
+            f'base_url = "http://{HOST}:{up_port}/v1"\napi_key = "none"\n'
+            for name in ("fast", "fast-long")
+        )
+    )
+    our_log = tmpdir / "responsed.log"
+    responsed = Path(sys.executable).with_name("responsed")
+    serve = ["serve", "--host", HOST, "--port", str(our_port)]
+    with our_log.open("wb") as out:
+        ours = subprocess.Popen(
+            [str(responsed), *serve, "--data-dir", str(tmpdir / "data"), "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    procs.append(ours)
+    wait_http(our_port, "/health", ours, our_log)
+    return upstream, ours
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a much shorter smoke run")
@@ -802,73 +843,22 @@ def main() -> int:
 
     cfg = QUICK if args.quick else FULL
     cfg.tokens = args.tokens
-    # SIGTERM → SystemExit, so the `finally` below stops the servers.
+    # SIGTERM -> SystemExit, so the `finally` below stops the servers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    responsed = Path(sys.executable).with_name("responsed")
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="responsed-bench-") as tmp:
-        tmpdir = Path(tmp)
         try:
             up_port, our_port = free_port(), free_port()
-            up_log = tmpdir / "upstream.log"
-            with up_log.open("wb") as out:
-                upstream = subprocess.Popen(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--upstream",
-                        "--port",
-                        str(up_port),
-                        "--tokens",
-                        str(cfg.tokens),
-                    ],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
-            procs.append(upstream)
-            wait_http(up_port, "/health", upstream, up_log)
-
-            config = tmpdir / "responsed.toml"
-            config.write_text(
-                "builtin_model = false\n"
-                'log_level = "warning"\n'
-                + "".join(
-                    f'[[models]]\nname = "{name}"\nengine = "openai"\n'
-                    f'base_url = "http://{HOST}:{up_port}/v1"\napi_key = "none"\n'
-                    for name in ("fast", "fast-long")
-                )
-            )
-            our_log = tmpdir / "responsed.log"
-            with our_log.open("wb") as out:
-                ours = subprocess.Popen(
-                    [
-                        str(responsed),
-                        "serve",
-                        "--host",
-                        HOST,
-                        "--port",
-                        str(our_port),
-                        "--data-dir",
-                        str(tmpdir / "data"),
-                        "--config",
-                        str(config),
-                    ],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
-            procs.append(ours)
-            wait_http(our_port, "/health", ours, our_log)
-
+            upstream, ours = start_servers(Path(tmp), up_port, our_port, cfg.tokens, procs)
             pids = {"upstream": upstream.pid, "ours": ours.pid, "client": os.getpid()}
+            print(
+                f"upstream pid {upstream.pid} port {up_port};"
+                f" responsed pid {ours.pid} port {our_port}",
+                file=sys.stderr,
+                flush=True,
+            )
             import uvloop
 
-            print(
-                f"upstream pid {upstream.pid} port {up_port}; responsed pid {ours.pid}"
-                f" port {our_port}",
-                file=sys.stderr,
-            )
             res = uvloop.run(measure(cfg, up_port, our_port, pids))
             info = {
                 "nproc": os.cpu_count(),
@@ -876,7 +866,7 @@ def main() -> int:
                 "rss_mb": rss_mb(ours.pid),
                 "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             }
-            print(report(res, cfg, info))
+            print(report(res, cfg, info), flush=True)
             if args.json:
                 args.json.write_bytes(
                     orjson.dumps({"info": info, "results": res}, option=orjson.OPT_INDENT_2)

@@ -346,3 +346,43 @@ def test_echoed_fields(server: RunningServer, scripted: ScriptedUpstream) -> Non
     assert final["text"] == {"format": {"type": "text"}, "verbosity": "low"}
     sent = scripted.requests[-1]
     assert (sent["temperature"], sent["top_p"]) == (0.2, 0.5)
+
+
+def test_upstream_rate_limit_is_429(server: RunningServer, scripted: ScriptedUpstream) -> None:
+    scripted.enqueue(Turn(error_status=429, error_message="slow down"))
+    reply = httpx.post(f"{server.base_url}/responses", json={"model": "scripted", "input": "x"})
+    error = assert_error(reply, 429, code="rate_limit_exceeded")
+    assert error["type"] == "rate_limit_error"
+    assert int(reply.headers["retry-after"]) >= 1
+
+
+def test_stream_disconnect_stores_cancelled(
+    server: RunningServer, scripted: ScriptedUpstream
+) -> None:
+    import time
+
+    words = " ".join(f"w{n}" for n in range(200))
+    scripted.enqueue(Turn(content=words, delay=0.02))
+    body = {"model": "scripted", "input": "go", "stream": True}
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream("POST", f"{server.base_url}/responses", json=body) as reply,
+    ):
+        lines = reply.iter_lines()
+        created = next(line for line in lines if line.startswith("data: "))
+        response_id = json.loads(created[6:])["response"]["id"]
+        for line in lines:
+            if '"response.output_text.delta"' in line:
+                break
+    deadline = time.monotonic() + 10
+    while True:
+        got = httpx.get(f"{server.base_url}/responses/{response_id}")
+        if got.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    stored = got.json()
+    check_response(stored)
+    assert stored["status"] == "cancelled"
+    text = stored["output"][0]["content"][0]["text"]
+    assert text.startswith("w0") and len(text) < len(words)
+    assert scripted.disconnects >= 1

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from responsed.engines.base import (
     Engine,
     EngineError,
+    EngineOverloaded,
     EngineRequest,
     Finish,
     UnsupportedFeature,
@@ -101,9 +102,14 @@ class ResponseRun:
         """Run to the end and return the final Response (non-streaming mode)."""
         async for _ in self.events():
             pass
-        if self.error is not None:
-            kind = "invalid_request_error" if self.error.status < 500 else "server_error"
-            raise APIError(self.error.status, self.error.message, type=kind, code=self.error.code)
+        error = self.error
+        if error is not None:
+            kind = "invalid_request_error" if error.status < 500 else "server_error"
+            headers = None
+            if isinstance(error, EngineOverloaded):
+                kind = "rate_limit_error"
+                headers = {"Retry-After": str(max(1, round(error.retry_after)))}
+            raise APIError(error.status, error.message, type=kind, code=error.code, headers=headers)
         return self.response
 
 
