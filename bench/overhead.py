@@ -496,6 +496,34 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def busy_processes(exclude: set[int]) -> list[str]:
+    """Other processes that used > 20% of a CPU over the last 0.5 s (noise in the run)."""
+
+    def ticks() -> dict[int, tuple[int, str]]:
+        out = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                text = stat.read_text()
+                name = text[text.index("(") + 1 : text.rindex(")")]
+                fields = text.rsplit(")", 1)[1].split()
+                out[int(stat.parent.name)] = (int(fields[11]) + int(fields[12]), name)
+        return out
+
+    before = ticks()
+    time.sleep(0.5)
+    after = ticks()
+    hz = os.sysconf("SC_CLK_TCK")
+    return [
+        f"{pid} {name} ({100 * (t - before[pid][0]) / hz / 0.5:.0f}%)"
+        for pid, (t, name) in after.items()
+        if pid in before and pid not in exclude and (t - before[pid][0]) / hz / 0.5 > 0.2
+    ]
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -601,13 +629,40 @@ def make_targets(up: int, ours: int, tokens: int) -> dict[str, Target]:
     }
 
 
-async def measure(cfg: Config, up: int, ours: int, pids: dict[str, int]) -> dict[str, Any]:
+PHASES = ("c1", "c1s", "c64", "c32")
+
+
+async def measure(
+    cfg: Config, up: int, ours: int, pids: dict[str, int], phases: tuple[str, ...] = PHASES
+) -> dict[str, Any]:
     targets = make_targets(up, ours, cfg.tokens)
     for target in targets.values():
         await verify(target)
     res: dict[str, Any] = {}
+    if "c1" in phases:
+        res["c1"] = await phase_c1(cfg, targets, pids)
+        print_progress("c1 non-streaming", res["c1"])
+    if "c1s" in phases:
+        res["c1_stream"] = await phase_c1_stream(cfg, targets)
+        print_progress("c1 streaming", res["c1_stream"])
+    all_cpu = CPU(dict(pids))
+    if "c64" in phases:
+        res["c64"] = {}
+        for name in ("direct", "ours"):
+            r = await closed_loop(targets[name], 64, cfg.load_s, cfg.warm_s, all_cpu)
+            res["c64"][name] = summarize(r)
+        print_progress("c64 non-streaming", res["c64"])
+    if "c32" in phases:
+        res["c32_stream"] = {}
+        for name in ("direct_stream", "ours_stream"):
+            r = await closed_loop(targets[name], 32, cfg.load_s, cfg.warm_s, all_cpu)
+            res["c32_stream"][name] = summarize(r)
+        print_progress("c32 streaming", res["c32_stream"])
+    return res
 
-    # c1, non-streaming: alternate the targets in rounds so drift hits all of them alike.
+
+async def phase_c1(cfg: Config, targets: dict[str, Target], pids: dict[str, int]) -> Any:
+    """Non-streaming, one at a time; targets alternate in rounds so drift hits all alike."""
     c1_names = ["direct", "direct_stream_short", "ours", "ours_nostore"]
     conns = {name: await connect(targets[name].port) for name in c1_names}
     c1: dict[str, list[Sample]] = {name: [] for name in c1_names}
@@ -623,7 +678,7 @@ async def measure(cfg: Config, up: int, ours: int, pids: dict[str, int]) -> dict
             c1_cpu[name] += cpu.used()["ours"]
     for conn in conns.values():
         conn.close()
-    res["c1"] = {
+    return {
         name: {
             "n": len(s),
             "p50": pct([x.latency for x in s], 0.5),
@@ -632,16 +687,17 @@ async def measure(cfg: Config, up: int, ours: int, pids: dict[str, int]) -> dict
         }
         for name, s in c1.items()
     }
-    print_progress("c1 non-streaming", res["c1"])
 
-    # c1 streaming: time to first event / first token without queueing.
+
+async def phase_c1_stream(cfg: Config, targets: dict[str, Target]) -> Any:
+    """Streaming, one at a time: time to first event / first token without queueing."""
     c1s: dict[str, list[Sample]] = {}
     for name in ("direct_stream", "ours_stream"):
         conn = await connect(targets[name].port)
         await sequential(targets[name], max(3, cfg.stream_c1_n // 10), conn)
         c1s[name] = await sequential(targets[name], cfg.stream_c1_n, conn)
         conn.close()
-    res["c1_stream"] = {
+    return {
         name: {
             "n": len(s),
             "ttfe_p50": pct([x.ttfe for x in s], 0.5),
@@ -650,21 +706,6 @@ async def measure(cfg: Config, up: int, ours: int, pids: dict[str, int]) -> dict
         }
         for name, s in c1s.items()
     }
-    print_progress("c1 streaming", res["c1_stream"])
-
-    all_cpu = CPU(dict(pids))
-    res["c64"] = {}
-    for name in ("direct", "ours"):
-        r = await closed_loop(targets[name], 64, cfg.load_s, cfg.warm_s, all_cpu)
-        res["c64"][name] = summarize(r)
-    print_progress("c64 non-streaming", res["c64"])
-
-    res["c32_stream"] = {}
-    for name in ("direct_stream", "ours_stream"):
-        r = await closed_loop(targets[name], 32, cfg.load_s, cfg.warm_s, all_cpu)
-        res["c32_stream"][name] = summarize(r)
-    print_progress("c32 streaming", res["c32_stream"])
-    return res
 
 
 def summarize(r: LoadResult) -> dict[str, Any]:
@@ -702,6 +743,8 @@ def report(res: dict[str, Any], cfg: Config, info: dict[str, Any]) -> str:
         f"machine: {info['nproc']} CPUs ({info['cpu']}), Python {platform.python_version()}",
         "NOTE: upstream, responsed and this load generator share these cores; in the",
         "throughput phases they compete for CPU (see the CPU-per-request lines).",
+        f"other busy processes at start: {', '.join(info['noise_before']) or 'none'};"
+        f" 1-min load average at the end: {info['loadavg_after']:.2f}",
         "",
         f"## concurrency 1, non-streaming (n={c1['ours']['n']} each, alternating rounds)",
         "| target | p50 ms | p99 ms | responsed CPU/req µs |",
@@ -789,7 +832,12 @@ def report(res: dict[str, Any], cfg: Config, info: dict[str, Any]) -> str:
 
 
 def start_servers(
-    tmpdir: Path, up_port: int, our_port: int, tokens: int, procs: list[subprocess.Popen[bytes]]
+    tmpdir: Path,
+    up_port: int,
+    our_port: int,
+    tokens: int,
+    procs: list[subprocess.Popen[bytes]],
+    patches: str = "",
 ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
     """Start the upstream and responsed, appending each to `procs` as soon as it exists
     (so the caller's `finally` stops it), and wait until both answer."""
@@ -815,11 +863,16 @@ def start_servers(
         )
     )
     our_log = tmpdir / "responsed.log"
-    responsed = Path(sys.executable).with_name("responsed")
-    serve = ["serve", "--host", HOST, "--port", str(our_port)]
+    command = [str(Path(sys.executable).with_name("responsed"))]
+    env = dict(os.environ)
+    if patches:  # experiments: see bench/patched_serve.py
+        command = [sys.executable, str(Path(__file__).with_name("patched_serve.py"))]
+        env["RESPONSED_BENCH_PATCHES"] = patches
+    serve = [*command, "serve", "--host", HOST, "--port", str(our_port)]
     with our_log.open("wb") as out:
         ours = subprocess.Popen(
-            [str(responsed), *serve, "--data-dir", str(tmpdir / "data"), "--config", str(config)],
+            [*serve, "--data-dir", str(tmpdir / "data"), "--config", str(config)],
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -834,6 +887,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a much shorter smoke run")
     parser.add_argument("--tokens", type=int, default=256, help="content chunks per stream")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help="subset of c1,c1s,c64,c32 (default: all)"
+    )
+    parser.add_argument("--patch", default="", help="experiment: see bench/patched_serve.py")
     parser.add_argument("--upstream", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -845,11 +902,16 @@ def main() -> int:
     cfg.tokens = args.tokens
     # SIGTERM -> SystemExit, so the `finally` below stops the servers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    noise = busy_processes({os.getpid()})
+    if noise:
+        print(f"WARNING: machine not idle, results will be noisy: {noise}", file=sys.stderr)
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="responsed-bench-") as tmp:
         try:
             up_port, our_port = free_port(), free_port()
-            upstream, ours = start_servers(Path(tmp), up_port, our_port, cfg.tokens, procs)
+            upstream, ours = start_servers(
+                Path(tmp), up_port, our_port, cfg.tokens, procs, args.patch
+            )
             pids = {"upstream": upstream.pid, "ours": ours.pid, "client": os.getpid()}
             print(
                 f"upstream pid {upstream.pid} port {up_port};"
@@ -859,14 +921,20 @@ def main() -> int:
             )
             import uvloop
 
-            res = uvloop.run(measure(cfg, up_port, our_port, pids))
+            phases = tuple(p for p in args.phases.split(",") if p)
+            res = uvloop.run(measure(cfg, up_port, our_port, pids, phases))
             info = {
+                "noise_before": noise,
+                "loadavg_after": load_average(),
                 "nproc": os.cpu_count(),
                 "cpu": cpu_model(),
                 "rss_mb": rss_mb(ours.pid),
                 "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             }
-            print(report(res, cfg, info), flush=True)
+            if set(PHASES) <= set(phases):
+                print(report(res, cfg, info), flush=True)
+            else:
+                print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode(), flush=True)
             if args.json:
                 args.json.write_bytes(
                     orjson.dumps({"info": info, "results": res}, option=orjson.OPT_INDENT_2)

@@ -56,24 +56,43 @@ async def drive(load: str, up: int, ours: int, seconds: float) -> int:
     return count
 
 
+def _package(frame: str) -> str:
+    """`func (pkg/mod.py:12)` -> `pkg` (the stdlib module for stdlib frames)."""
+    where = frame.rpartition(" (")[2]
+    return where.split("/", 1)[0].split(".py", 1)[0]
+
+
 def summarize(collapsed: Path, top: int) -> str:
-    """Top frames from py-spy's collapsed stacks (`a;b;c count`)."""
+    """Top frames from py-spy's collapsed stacks (`thread;a;b;c count`)."""
+    threads: collections.Counter[str] = collections.Counter()
     self_time: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
-    total = 0
+    main = 0
     for line in collapsed.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
         count = int(n)
-        frames = stack.split(";")
-        total += count
+        thread, *frames = stack.split(";")
+        threads[thread.partition(": ")[2] or thread] += count
+        if not frames or "MainThread" not in thread:
+            continue
+        main += count
         self_time[frames[-1]] += count
+        packages[_package(frames[-1])] += count
         for frame in set(frames):
             inclusive[frame] += count
-    out = [f"{total} samples"]
-    for title, counter in (("self", self_time), ("inclusive", inclusive)):
-        out.append(f"\n-- top {top} by {title} time --")
+    total = sum(threads.values())
+    out = [f"{total} samples (non-idle), by thread:"]
+    out += [f"{100 * n / total:6.1f}%  {name}" for name, n in threads.most_common()]
+    out.append(
+        "\nMain thread only (the event loop); `Runner.run` self time is uvloop's C code"
+        " (I/O, callbacks) and time waiting for the GIL outside Python frames."
+    )
+    tables = (("self time by package", packages), ("self", self_time), ("inclusive", inclusive))
+    for title, counter in tables:
+        out.append(f"\n-- top {top} by {title} --")
         for frame, n in counter.most_common(top):
-            out.append(f"{100 * n / total:6.1f}%  {frame}")
+            out.append(f"{100 * n / main:6.1f}%  {frame}")
     return "\n".join(out)
 
 
@@ -81,8 +100,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--load", choices=sorted(LOADS), default="c1")
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--rate", type=int, default=997, help="py-spy samples per second")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/responsed-profile.svg"))
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/responsed-profile.txt"))
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -93,24 +112,19 @@ def main() -> int:
         try:
             up_port, our_port = overhead.free_port(), overhead.free_port()
             _, ours = overhead.start_servers(tmpdir, up_port, our_port, 256, procs)
-            collapsed = tmpdir / "collapsed.txt"
-            spies = []
-            for fmt, path in (("raw", collapsed), ("flamegraph", args.out)):
-                spy = subprocess.Popen(
-                    [str(py_spy), "record", "--pid", str(ours.pid), "--rate", str(args.rate),
-                     "--duration", str(int(args.seconds)), "--format", fmt, "-o", str(path),
-                     "--nonblocking"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                )  # fmt: skip
-                procs.append(spy)
-                spies.append(spy)
+            spy = subprocess.Popen(
+                [str(py_spy), "record", "--pid", str(ours.pid), "--rate", str(args.rate),
+                 "--duration", str(int(args.seconds)), "--format", "raw", "--threads",
+                 "-o", str(args.out), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            procs.append(spy)
             time.sleep(1.0)  # let py-spy attach
             count = uvloop.run(drive(args.load, up_port, our_port, args.seconds - 1.5))
-            for spy in spies:
-                spy.wait(60)
+            spy.wait(60)
             print(f"{args.load}: {count} requests in {args.seconds - 1.5:.1f} s; pid {ours.pid}")
-            print(f"flamegraph: {args.out}")
-            print(summarize(collapsed, args.top))
+            print(f"collapsed stacks: {args.out}")
+            print(summarize(args.out, args.top))
         finally:
             for proc in reversed(procs):
                 overhead.stop(proc)

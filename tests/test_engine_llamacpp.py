@@ -142,6 +142,17 @@ async def test_required_tool_call(engine: LlamaCppEngine) -> None:
     assert not _text(deltas)
 
 
+async def test_required_tool_call_picks_among_functions(engine: LlamaCppEngine) -> None:
+    request = _user("What time is it in Tokyo?", tools=[WEATHER, TIME], tool_choice="required")
+    request.max_output_tokens = 60
+    deltas = await _collect(engine, request)
+    (call,) = [d for d in deltas if isinstance(d, ToolCallDelta)]
+    schemas = {WEATHER.name: WEATHER.parameters, TIME.name: TIME.parameters}
+    assert call.name in schemas
+    jsonschema.validate(json.loads(call.arguments), schemas[call.name] or {})
+    assert _finish(deltas).reason == "tool_calls"
+
+
 async def test_named_tool_choice(engine: LlamaCppEngine) -> None:
     request = _user("What time is it in Tokyo?", tools=[WEATHER, TIME], tool_choice="get_time")
     request.max_output_tokens = 60
@@ -256,6 +267,25 @@ async def test_queue_overflow_raises_overloaded() -> None:
         _finish(await asyncio.wait_for(waiting, 30))
     finally:
         await eng.aclose()
+
+
+async def test_aclose_fails_running_and_waiting_streams() -> None:
+    eng = LlamaCppEngine.from_config(_config(n_ctx=512))
+    await eng.start()
+    running = eng.stream(_user("Count from one to a hundred.", max_output_tokens=400))
+    assert isinstance(await anext(running), TextDelta)
+    waiting = asyncio.ensure_future(_collect(eng, _user("Hi", max_output_tokens=2)))
+    for _ in range(200):
+        if eng._pool is not None and eng._pool._waiters:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(eng.aclose(), 30)
+    with pytest.raises(EngineError) as info:
+        async for _ in running:
+            pass
+    assert info.value.status == 503
+    with pytest.raises(EngineError):
+        await waiting
 
 
 async def test_cancelled_consumer_frees_the_instance(engine: LlamaCppEngine) -> None:

@@ -13,12 +13,12 @@ from responsed.store.base import DEFAULT_PROJECT
 __all__ = ["project_of", "service_of"]
 
 
-def service_of(request: Request) -> ResponseService:
+async def service_of(request: Request) -> ResponseService:
     service: ResponseService = request.app.state.responses
     return service
 
 
-def project_of(request: Request) -> str:
+async def project_of(request: Request) -> str:
     """Authorize the caller and return its project id.
 
     With no API keys configured (loopback only) every caller is the default project.

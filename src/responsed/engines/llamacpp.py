@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from responsed.engines.llamacpp_prompt import (
     Mode,
     OutputShaper,
     StopScanner,
+    chat_formatter,
     forced_call_schema,
     render_messages,
 )
@@ -44,6 +46,7 @@ from responsed.engines.llamacpp_prompt import (
 __all__ = ["LlamaCppEngine"]
 
 _GRAMMAR_CACHE_SIZE = 256
+_FLUSH_S = 0.02
 # llama.cpp's usual truncation; temperature and top_p follow the OpenAI defaults.
 _TOP_K = 40
 _MIN_P = 0.05
@@ -83,6 +86,50 @@ def _common_prefix(llama: Any, tokens: Sequence[int]) -> int:
     return n
 
 
+class _Channel:
+    """Worker thread → event loop.
+
+    Text is coalesced so the loop wakes at most every `_FLUSH_S`, not once per token:
+    ggml keeps every core busy, and each wakeup of the loop thread preempts a ggml
+    thread in mid-decode while its peers spin at a barrier.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[str | _Done | BaseException] = asyncio.Queue()
+        self._lock = threading.Lock()
+        self._text: list[str] = []
+        self._scheduled = False
+        self._last = 0.0
+
+    def send(self, text: str) -> None:
+        with self._lock:
+            self._text.append(text)
+            now = time.monotonic()
+            if self._scheduled or now - self._last < _FLUSH_S:
+                return
+            self._scheduled, self._last = True, now
+        self.call(self._flush)
+
+    def close(self, item: _Done | BaseException) -> None:
+        self.call(self._flush)
+        self.call(self._queue.put_nowait, item)
+
+    def call(self, fn: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _flush(self) -> None:
+        with self._lock:
+            text, self._scheduled = "".join(self._text), False
+            self._text.clear()
+        if text:
+            self._queue.put_nowait(text)
+
+    async def get(self) -> str | _Done | BaseException:
+        return await self._queue.get()
+
+
 class _Pool:
     """Idle instances plus a bounded FIFO of requests waiting for one."""
 
@@ -109,6 +156,12 @@ class _Pool:
             elif waiter in self._waiters:
                 self._waiters.remove(waiter)
             raise
+
+    def close(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(EngineError("the model is shutting down", status=503))
 
     def release(self, llama: Any) -> None:
         while self._waiters:
@@ -150,7 +203,7 @@ class LlamaCppEngine:
 
     async def start(self) -> None:
         self._llamas = await asyncio.to_thread(self._load)
-        self._formatter = _chat_formatter(self._llamas[0], self._config.chat_format)
+        self._formatter = chat_formatter(self._llamas[0], self._config.chat_format)
         self._pool = _Pool(self._llamas, self._config.max_queue)
 
     def _load(self) -> list[Any]:
@@ -176,6 +229,8 @@ class LlamaCppEngine:
         return llamas
 
     async def aclose(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         jobs = list(self._jobs)
         for job in jobs:
             job.cancel.set()
@@ -191,22 +246,20 @@ class LlamaCppEngine:
             raise EngineError(f"model {self._config.name} is not loaded")
         plan = await asyncio.to_thread(self._plan, request)
         llama = await pool.acquire(plan.tokens)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | _Done | BaseException] = asyncio.Queue()
-
-        def emit(item: str | _Done | BaseException) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+        channel = _Channel(asyncio.get_running_loop())
 
         def run() -> None:
             try:
-                emit(self._generate(llama, plan, emit, job.cancel))
+                done = self._generate(llama, plan, channel.send, job.cancel)
+                # Only aclose() cancels a job whose consumer is still listening.
+                stopped = EngineError("the model is shutting down", status=503)
+                channel.close(stopped if job.cancel.is_set() else done)
             except EngineError as exc:
-                emit(exc)
+                channel.close(exc)
             except Exception as exc:
-                emit(EngineError(f"llama.cpp failed: {exc}"))
+                channel.close(EngineError(f"llama.cpp failed: {exc}"))
             finally:
-                with contextlib.suppress(RuntimeError):  # the loop is gone: nothing to serve
-                    loop.call_soon_threadsafe(self._finished, job, pool, llama)
+                channel.call(self._finished, job, pool, llama)
 
         job = _Job(threading.Thread(target=run, name="llamacpp-generate", daemon=True))
         self._jobs.add(job)
@@ -218,7 +271,7 @@ class LlamaCppEngine:
         shaper = OutputShaper(plan.mode, plan.tools, parallel=plan.parallel)
         try:
             while True:
-                item = await queue.get()
+                item = await channel.get()
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, _Done):
@@ -300,7 +353,9 @@ class LlamaCppEngine:
     def _grammar(self, schema: dict[str, Any], param: str) -> Any:
         from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-        key = json.dumps(schema, sort_keys=True)
+        # Not sort_keys: the grammar emits properties in schema order, which matters
+        # (a call's "name" must come before its "arguments").
+        key = json.dumps(schema)
         return self._compile(key, lambda: json_schema_to_gbnf(key), param)
 
     def _compile(self, key: str, build: Callable[[], str], param: str) -> Any:
@@ -385,32 +440,3 @@ class LlamaCppEngine:
             cache_write_tokens=len(tokens) - cached,
         )
         return _Done(reason, usage)
-
-
-def _chat_formatter(llama: Any, chat_format: str | None) -> Callable[..., Any]:
-    """The configured chat format, else the GGUF's own template (as llama-cpp-python does)."""
-    from llama_cpp import llama_chat_format as formats
-
-    templates = {
-        "chat_template.default" if key == "tokenizer.chat_template" else key[10:]: value
-        for key, value in llama.metadata.items()
-        if key.startswith("tokenizer.chat_template")
-    }
-    name = chat_format or ("chat_template.default" if templates else "llama-2")
-    if name in templates:
-
-        def text(token: int) -> str:
-            return str(llama._model.token_get_text(token)) if token != -1 else ""
-
-        return formats.Jinja2ChatFormatter(
-            template=templates[name],
-            eos_token=text(llama.token_eos()),
-            bos_token=text(llama.token_bos()),
-        )
-    # Built-in formats are module functions: "llama-2" → format_llama2, "open-orca" →
-    # format_open_orca.
-    for attr in ("format_" + name.replace("-", "_"), "format_" + name.replace("-", "")):
-        formatter = getattr(formats, attr, None)
-        if callable(formatter):
-            return formatter  # type: ignore[no-any-return]
-    raise ConfigError(f"unknown chat_format {name!r}")

