@@ -144,3 +144,14 @@ async def test_concurrent_clients_queue(aclient: AsyncOpenAI) -> None:
 
     texts = await asyncio.gather(*(one(n) for n in range(6)))
     assert all(t.strip() for t in texts)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_context_overflow_is_400_before_streaming(server: RunningServer, stream: bool) -> None:
+    import httpx
+
+    from wire import assert_error
+
+    body = {"model": "smollm2", "input": "word " * 20000, "stream": stream}
+    reply = httpx.post(f"{server.base_url}/responses", json=body, timeout=120)
+    assert_error(reply, 400, code="context_length_exceeded")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from responsed.engines.base import (
+    Delta,
     Engine,
     EngineError,
     EngineOverloaded,
@@ -46,6 +47,9 @@ class ResponseRun:
     store: ResponseStore
     project_id: str
     error: EngineError | None = field(default=None)
+    _deltas: AsyncGenerator[Delta, None] | None = field(default=None)
+    _first: Delta | None = field(default=None)
+    _first_error: EngineError | None = field(default=None)
 
     async def _persist(self) -> None:
         if not self.response["store"]:
@@ -62,6 +66,41 @@ class ResponseRun:
             )
         )
 
+    async def start(self) -> None:
+        """Start generation and wait for the first delta.
+
+        Engines refuse work lazily (queue full, prompt too long, schema they cannot
+        compile); waiting for the first delta turns those refusals into HTTP errors
+        (429, 400) instead of a stream that fails at once. Server-side failures
+        (upstream unreachable) still become a `response.failed` stream, as hosted.
+        """
+        deltas = self.engine.stream(self.engine_request)
+        try:
+            self._first = await anext(deltas)
+        except StopAsyncIteration:
+            self._first = None
+        except UnsupportedFeature as exc:
+            raise invalid_request(exc.message, param=exc.param) from None
+        except EngineError as exc:
+            if exc.status < 500:
+                raise _as_api_error(exc) from None
+            self._first_error = exc
+        except BaseException:
+            await deltas.aclose()
+            raise
+        self._deltas = deltas
+
+    async def _all_deltas(self) -> AsyncGenerator[Delta, None]:
+        if self._first_error is not None:
+            raise self._first_error
+        if self._deltas is None:
+            raise RuntimeError("ResponseRun.start() was not awaited")
+        async with aclosing(self._deltas) as deltas:
+            if self._first is not None:
+                yield self._first
+            async for delta in deltas:
+                yield delta
+
     async def events(self) -> AsyncIterator[Event]:
         translator = Translator(self.response)
         for event in translator.start():
@@ -70,7 +109,7 @@ class ResponseRun:
             yield event
         try:
             closing: list[Event] = []
-            async with aclosing(self.engine.stream(self.engine_request)) as deltas:
+            async with aclosing(self._all_deltas()) as deltas:
                 async for delta in deltas:
                     if isinstance(delta, Finish):
                         closing = translator.finish(delta)
@@ -102,14 +141,8 @@ class ResponseRun:
         """Run to the end and return the final Response (non-streaming mode)."""
         async for _ in self.events():
             pass
-        error = self.error
-        if error is not None:
-            kind = "invalid_request_error" if error.status < 500 else "server_error"
-            headers = None
-            if isinstance(error, EngineOverloaded):
-                kind = "rate_limit_error"
-                headers = {"Retry-After": str(max(1, round(error.retry_after)))}
-            raise APIError(error.status, error.message, type=kind, code=error.code, headers=headers)
+        if self.error is not None:
+            raise _as_api_error(self.error)
         return self.response
 
 
@@ -178,7 +211,9 @@ class ResponseService:
         response = new_response(
             request, response_id=new_id("resp"), created_at=int(time.time()), status="in_progress"
         )
-        return ResponseRun(engine, engine_request, response, input_items, self.store, project_id)
+        run = ResponseRun(engine, engine_request, response, input_items, self.store, project_id)
+        await run.start()
+        return run
 
     async def retrieve(self, project_id: str, response_id: str) -> dict[str, Any]:
         body = await self.store.get_response(project_id, response_id)
@@ -223,6 +258,15 @@ class ResponseService:
             "last_id": data[-1]["id"] if data else None,
             "has_more": page.has_more,
         }
+
+
+def _as_api_error(error: EngineError) -> APIError:
+    kind = "invalid_request_error" if error.status < 500 else "server_error"
+    headers = None
+    if isinstance(error, EngineOverloaded):
+        kind = "rate_limit_error"
+        headers = {"Retry-After": str(max(1, round(error.retry_after)))}
+    return APIError(error.status, error.message, type=kind, code=error.code, headers=headers)
 
 
 def _error_code(status: int) -> str:
