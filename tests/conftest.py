@@ -74,6 +74,13 @@ base_url = "{upstream_url}"
 api_key = "none"
 
 [[models]]
+name = "scripted-vision"
+engine = "openai"
+base_url = "{upstream_url}"
+upstream_model = "scripted"
+vision = true
+
+[[models]]
 name = "unreachable"
 engine = "openai"
 base_url = "{dead_url}"

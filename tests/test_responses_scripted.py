@@ -386,3 +386,38 @@ def test_stream_disconnect_stores_cancelled(
     text = stored["output"][0]["content"][0]["text"]
     assert text.startswith("w0") and len(text) < len(words)
     assert scripted.disconnects >= 1
+
+
+def test_image_input_to_vision_model(client: OpenAI, scripted: ScriptedUpstream) -> None:
+    scripted.enqueue(Turn(content="A red square."))
+    image = "data:image/png;base64,iVBORw0KGgo="
+    response = client.responses.create(
+        model="scripted-vision",
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "What is this?"},
+                    {"type": "input_image", "image_url": image, "detail": "low"},
+                ],
+            }
+        ],
+    )
+    assert response.output_text == "A red square."
+    assert scripted.requests[-1]["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": image, "detail": "low"}},
+            ],
+        }
+    ]
+    items = client.responses.input_items.list(response.id)
+    assert items.data[0].content[1].type == "input_image"  # type: ignore[union-attr]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(
+            model="scripted",
+            input=[{"role": "user", "content": [{"type": "input_image", "image_url": image}]}],
+        )
+    assert "does not accept image inputs" in err.value.message
