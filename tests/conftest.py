@@ -24,6 +24,20 @@ from responsed.config import Settings, builtin_model_path, load_settings
 from scripted_upstream import ScriptedUpstream
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After a full run, rewrite the conformance report; fail on lost coverage."""
+    config = session.config
+    partial = config.args != [str(config.rootpath / "tests")] and config.args != ["tests"]
+    if partial or config.option.keyword or config.option.markexpr or exitstatus != 0:
+        return
+    from conformance import update
+
+    lost = update()
+    if lost:
+        print(f"\nconformance regression: no longer covered: {', '.join(lost)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -36,9 +36,16 @@ EVENT_SCHEMAS: dict[str, str] = {
     for name, schema in SPEC["components"]["schemas"].items()
     if name.endswith("StreamingEvent") and "enum" in schema.get("properties", {}).get("type", {})
 }
-SPEC_ITEM_TYPES = {"message", "function_call", "function_call_output", "reasoning"}
+_ITEM_SCHEMAS = {
+    "message": "Message",
+    "function_call": "FunctionCall",
+    "function_call_output": "FunctionCallOutput",
+    "reasoning": "ReasoningBody",
+}
+SPEC_ITEM_TYPES = set(_ITEM_SCHEMAS)
 
-seen_schemas: set[str] = set()
+seen_schemas: set[str] = set()  # Open Responses schemas some object was validated against
+seen_events: set[str] = set()  # every event type a test saw, spec-defined or not
 
 
 @cache
@@ -57,6 +64,8 @@ def check_response(obj: dict[str, Any]) -> Response:
     if _spec_typed(obj):
         validator("ResponseResource").validate(obj)
         seen_schemas.add("ResponseResource")
+        for item in obj["output"]:
+            seen_schemas.add(_ITEM_SCHEMAS[item["type"]])
     return Response.model_validate(obj)
 
 
@@ -67,6 +76,7 @@ def check_sdk_response(response: Response) -> Response:
 
 
 def check_event(event: dict[str, Any]) -> Any:
+    seen_events.add(event["type"])
     name = EVENT_SCHEMAS.get(event["type"])
     response = event.get("response")
     item = event.get("item")

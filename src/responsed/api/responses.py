@@ -16,7 +16,8 @@ from responsed.runtime.service import ResponseService
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/responses")
+router = APIRouter()
+PREFIX = "/v1/responses"
 
 Service = Annotated[ResponseService, Depends(service_of)]
 Project = Annotated[str, Depends(project_of)]
@@ -24,8 +25,10 @@ Project = Annotated[str, Depends(project_of)]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-@router.post("")
-async def create_response(request: Request, service: Service, project: Project) -> Response:
+async def create_response(request: Request) -> Response:
+    """The hot path, as a plain Starlette route: no dependency solving per request."""
+    project = await project_of(request)
+    service = await service_of(request)
     body = parse_body(CreateResponseRequest, await request.body())
     run = await service.create(body, project)
     if body.stream:
@@ -35,22 +38,25 @@ async def create_response(request: Request, service: Service, project: Project) 
     return JSONBytes(await run.collect())
 
 
-@router.get("/{response_id}")
+router.add_route(PREFIX, create_response, methods=["POST"])
+
+
+@router.get(PREFIX + "/{response_id}")
 async def retrieve_response(response_id: str, service: Service, project: Project) -> Response:
     return JSONBytes(await service.retrieve(project, response_id))
 
 
-@router.delete("/{response_id}")
+@router.delete(PREFIX + "/{response_id}")
 async def delete_response(response_id: str, service: Service, project: Project) -> Response:
     return JSONBytes(await service.delete(project, response_id))
 
 
-@router.post("/{response_id}/cancel")
+@router.post(PREFIX + "/{response_id}/cancel")
 async def cancel_response(response_id: str, service: Service, project: Project) -> Response:
     return JSONBytes(await service.cancel(project, response_id))
 
 
-@router.get("/{response_id}/input_items")
+@router.get(PREFIX + "/{response_id}/input_items")
 async def list_input_items(
     response_id: str,
     service: Service,
