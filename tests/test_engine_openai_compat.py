@@ -385,6 +385,7 @@ def test_sse_parser_any_split() -> None:
             if parser.done:
                 break
             deltas += parser.feed(stream[i : i + size])
+        deltas += parser.flush()
         deltas.append(parser.finish("x"))
         assert deltas == [TextDelta("hé"), ReasoningDelta("r"), Finish("stop", Usage(3, 2))]
 
@@ -451,3 +452,11 @@ async def test_real_llama_cpp_server_json_mode(llama_server: str) -> None:
         assert info.value.status == 502
     finally:
         await engine.aclose()
+
+
+def test_last_event_without_blank_line_is_kept() -> None:
+    parser = _SSEParser()
+    tail = b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}'
+    assert parser.feed(tail) == []
+    assert parser.flush() == [TextDelta("hi")]
+    assert parser.finish("x").reason == "stop"

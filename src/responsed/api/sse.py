@@ -18,6 +18,7 @@ import orjson
 __all__ = ["KEEPALIVE", "encode_event", "sse_stream"]
 
 KEEPALIVE = b": keepalive\n\n"
+_MAX_BATCH = 32  # events per write at most, so a burst does not delay its first event
 
 
 def encode_event(event: dict[str, Any]) -> bytes:
@@ -34,10 +35,14 @@ async def sse_stream(
 
     async def produce() -> None:
         nonlocal finished
+        first = True
         try:
             async for event in events:
                 pending.append(encode_event(event))
                 ready.set()
+                if first or len(pending) >= _MAX_BATCH:
+                    first = False
+                    await asyncio.sleep(0)  # let the consumer write what we have
         finally:
             finished = True
             ready.set()

@@ -9,7 +9,7 @@ path httpx cost about 1.1 ms of CPU per streamed request and aiohttp about 0.3 m
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -202,8 +202,10 @@ class OpenAICompatEngine:
                         # After [DONE], keep reading to the body's end (normally already
                         # buffered) so the keep-alive connection goes back to the pool.
                         if not parser.done:
-                            for delta in parser.feed(raw):
+                            for delta in parser.iter_feed(raw):
                                 yield delta
+                    for delta in parser.flush():
+                        yield delta
         except (TimeoutError, aiohttp.ClientConnectorError) as exc:
             detail = str(exc) or type(exc).__name__
             raise _upstream_error(f"upstream {self.base_url} unreachable: {detail}") from exc
@@ -239,7 +241,11 @@ class _SSEParser:
         self.saw_tool_call = False
 
     def feed(self, raw: bytes) -> list[Delta]:
-        out: list[Delta] = []
+        return list(self.iter_feed(raw))
+
+    def iter_feed(self, raw: bytes) -> Iterator[Delta]:
+        """Deltas as they are parsed: the first goes out before the rest of a large read
+        (a fast upstream's whole answer can arrive in one read) is parsed."""
         buffer = self.buffer + raw
         data = self.data
         start = 0
@@ -259,9 +265,13 @@ class _SSEParser:
             if payload == b"[DONE]":
                 self.done = True
                 break
-            out += self.chunk(_parse(payload), payload)
+            yield from self.chunk(_parse(payload), payload)
         self.buffer = buffer[start:]
-        return out
+
+    def flush(self) -> list[Delta]:
+        """Deltas of a last event that lacked its blank line before EOF."""
+        pending = self.data or self.buffer.strip()
+        return self.feed(b"\n\n") if pending and not self.done else []
 
     def chunk(self, chunk: dict[str, Any], payload: bytes) -> list[Delta]:
         out: list[Delta] = []
@@ -281,8 +291,6 @@ class _SSEParser:
         return out
 
     def finish(self, base_url: str) -> Finish:
-        if self.data and not self.done:
-            self.feed(b"\n\n")  # the last event may lack its blank line before EOF
         if self.reason is None:
             if not self.done:
                 raise _upstream_error(f"upstream {base_url} stream ended before a finish_reason")
