@@ -90,17 +90,6 @@ class ResponseRun:
             raise
         self._deltas = deltas
 
-    async def _all_deltas(self) -> AsyncGenerator[Delta, None]:
-        if self._first_error is not None:
-            raise self._first_error
-        if self._deltas is None:
-            raise RuntimeError("ResponseRun.start() was not awaited")
-        async with aclosing(self._deltas) as deltas:
-            if self._first is not None:
-                yield self._first
-            async for delta in deltas:
-                yield delta
-
     async def events(self) -> AsyncIterator[Event]:
         translator = Translator(self.response)
         for event in translator.start():
@@ -108,14 +97,20 @@ class ResponseRun:
         for event in translator.in_progress():
             yield event
         try:
+            if self._first_error is not None:
+                raise self._first_error
+            if self._deltas is None:
+                raise RuntimeError("ResponseRun.start() was not awaited")
             closing: list[Event] = []
-            async with aclosing(self._all_deltas()) as deltas:
-                async for delta in deltas:
+            async with aclosing(self._deltas) as deltas:
+                delta = self._first
+                while delta is not None:
                     if isinstance(delta, Finish):
                         closing = translator.finish(delta)
                         break
                     for event in translator.feed(delta):
                         yield event
+                    delta = await anext(deltas, None)
                 else:
                     closing = translator.fail("server_error", "the model stopped without finishing")
         except EngineError as exc:

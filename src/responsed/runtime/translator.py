@@ -34,6 +34,10 @@ class Translator:
         self._seq = 0
         self._open: dict[str, Any] | None = None  # the item being generated
         self._part: dict[str, Any] | None = None  # its open content part
+        # The open part's text, joined when it closes: `+=` on a string held in a dict
+        # copies it every time (quadratic in the length of the answer).
+        self._pieces: list[str] = []
+        self._where: dict[str, Any] = {}  # item_id/output_index/content_index of the part
         self._calls: dict[int, dict[str, Any]] = {}  # engine tool-call index → item
         self.finished = False
 
@@ -97,26 +101,26 @@ class Translator:
         )
         message["content"].append(part)
         self._part = part
-        events.append(
-            self._event(
-                "response.content_part.added",
-                item_id=message["id"],
-                output_index=len(self.output) - 1,
-                content_index=len(message["content"]) - 1,
-                part=dict(part),
-            )
-        )
+        self._pieces = []
+        self._where = {
+            "item_id": message["id"],
+            "output_index": len(self.output) - 1,
+            "content_index": len(message["content"]) - 1,
+        }
+        events.append(self._event("response.content_part.added", **self._where, part=dict(part)))
         return part
+
+    def _join_part(self) -> None:
+        part = self._part
+        if part is not None:
+            part["text" if part["type"] == "output_text" else "refusal"] = "".join(self._pieces)
 
     def _close_part(self, events: list[Event]) -> None:
         part, message = self._part, self._open
         if part is None or message is None:
             return
-        where = {
-            "item_id": message["id"],
-            "output_index": len(self.output) - 1,
-            "content_index": len(message["content"]) - 1,
-        }
+        self._join_part()
+        where = self._where
         if part["type"] == "output_text":
             events.append(
                 self._event("response.output_text.done", **where, text=part["text"], logprobs=[])
@@ -162,33 +166,34 @@ class Translator:
         events: list[Event] = []
         if isinstance(delta, TextDelta):
             if delta.text:
-                part = self._ensure_part(events, "output_text")
-                part["text"] += delta.text
+                part = self._part
+                if part is None or part["type"] != "output_text":
+                    self._ensure_part(events, "output_text")
+                self._pieces.append(delta.text)
+                # The per-token hot path: one dict literal, no helper calls.
+                seq = self._seq
+                self._seq = seq + 1
                 events.append(
-                    self._delta_event("response.output_text.delta", delta.text, logprobs=[])
+                    {
+                        "type": "response.output_text.delta",
+                        "sequence_number": seq,
+                        **self._where,
+                        "delta": delta.text,
+                        "logprobs": [],
+                    }
                 )
         elif isinstance(delta, RefusalDelta):
             if delta.text:
-                part = self._ensure_part(events, "refusal")
-                part["refusal"] += delta.text
-                events.append(self._delta_event("response.refusal.delta", delta.text))
+                self._ensure_part(events, "refusal")
+                self._pieces.append(delta.text)
+                events.append(
+                    self._event("response.refusal.delta", **self._where, delta=delta.text)
+                )
         elif isinstance(delta, ReasoningDelta):
             self._feed_reasoning(events, delta.text)
         elif isinstance(delta, ToolCallDelta):
             self._feed_call(events, delta)
         return events
-
-    def _delta_event(self, type_: str, text: str, **extra: Any) -> Event:
-        message = self._open
-        assert message is not None
-        return self._event(
-            type_,
-            item_id=message["id"],
-            output_index=len(self.output) - 1,
-            content_index=len(message["content"]) - 1,
-            delta=text,
-            **extra,
-        )
 
     def _feed_reasoning(self, events: list[Event], text: str) -> None:
         if not text:
@@ -285,6 +290,7 @@ class Translator:
 
     def cancel(self) -> None:
         """Stop without events (the client is gone); keep the partial output."""
+        self._join_part()
         if self._open is not None:
             self._open["status"] = "incomplete"
         self.response["status"] = "cancelled"
