@@ -7,6 +7,7 @@ turn's — is rendered into Chat Completions messages for the engine.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from responsed.engines.base import ChatMessage
@@ -19,7 +20,7 @@ from responsed.protocol.items import (
     ReasoningItem,
 )
 
-__all__ = ["normalize_input", "to_chat_messages"]
+__all__ = ["normalize_input", "with_instructions", "to_chat_messages"]
 
 Item = dict[str, Any]
 
@@ -130,11 +131,15 @@ def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return out
 
 
-def to_chat_messages(instructions: str | None, items: list[Item]) -> list[ChatMessage]:
-    """Render the context. Function calls join the assistant turn they belong to."""
-    messages: list[ChatMessage] = []
-    if instructions:
-        messages.append({"role": "system", "content": instructions})
+def to_chat_messages(
+    items: Iterable[Item], prefix: Sequence[ChatMessage] = ()
+) -> list[ChatMessage]:
+    """Render items after an already rendered `prefix`.
+
+    Function calls join the assistant turn they belong to. Messages of `prefix` are
+    shared with cached contexts, so they are replaced, never mutated.
+    """
+    messages: list[ChatMessage] = list(prefix)
     for item in items:
         kind = item["type"]
         if kind == "message":
@@ -150,10 +155,12 @@ def to_chat_messages(instructions: str | None, items: list[Item]) -> list[ChatMe
                 "function": {"name": item["name"], "arguments": item["arguments"]},
             }
             last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant" and "tool_calls" in last:
-                last["tool_calls"].append(call)
-            elif last is not None and last["role"] == "assistant" and last.get("content"):
-                last["tool_calls"] = [call]
+            if (
+                last is not None
+                and last["role"] == "assistant"
+                and ("tool_calls" in last or last.get("content"))
+            ):
+                messages[-1] = {**last, "tool_calls": [*last.get("tool_calls", ()), call]}
             else:
                 # "" rather than null: some servers reject null content and some chat
                 # templates index `message.content` unconditionally.
@@ -164,3 +171,10 @@ def to_chat_messages(instructions: str | None, items: list[Item]) -> list[ChatMe
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": content})
         # Reasoning items are not replayed to the model (see README: reasoning).
     return messages
+
+
+def with_instructions(instructions: str | None, messages: list[ChatMessage]) -> list[ChatMessage]:
+    """Instructions lead the context of this turn only (never carried over)."""
+    if not instructions:
+        return messages
+    return [{"role": "system", "content": instructions}, *messages]

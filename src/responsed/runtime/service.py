@@ -28,7 +28,8 @@ from responsed.protocol.errors import APIError, invalid_request, not_found
 from responsed.protocol.ids import new_id
 from responsed.protocol.request import CreateResponseRequest
 from responsed.protocol.response import new_response
-from responsed.runtime.context import normalize_input, to_chat_messages
+from responsed.runtime.context import normalize_input, with_instructions
+from responsed.runtime.context_cache import Context, ContextCache
 from responsed.runtime.tools import offered_tools
 from responsed.runtime.translator import Event, Translator
 from responsed.store.base import ResponseRecord, ResponseStore
@@ -46,6 +47,8 @@ class ResponseRun:
     input_items: list[dict[str, Any]]
     store: ResponseStore
     project_id: str
+    context: Context
+    contexts: ContextCache
     error: EngineError | None = field(default=None)
     _deltas: AsyncGenerator[Delta, None] | None = field(default=None)
     _first: Delta | None = field(default=None)
@@ -64,6 +67,10 @@ class ResponseRun:
                 body=self.response,
                 input_items=self.input_items,
             )
+        )
+        response_id = self.response["id"]
+        self.contexts.put(
+            self.project_id, response_id, self.context.extend(self.response["output"])
         )
 
     async def start(self) -> None:
@@ -145,6 +152,7 @@ class ResponseService:
     def __init__(self, models: ModelRegistry, store: ResponseStore) -> None:
         self.models = models
         self.store = store
+        self.contexts = ContextCache()
 
     def _engine(self, model: str) -> Engine:
         engine = self.models.get(model)
@@ -173,18 +181,11 @@ class ResponseService:
             )
         tools, choice = offered_tools(request)
         input_items = normalize_input(request.input)
-        history: list[dict[str, Any]] = []
+        history = Context()
         if request.previous_response_id:
-            chain = await self.store.chain_items(project_id, request.previous_response_id)
-            if chain is None:
-                raise invalid_request(
-                    f"Previous response with id '{request.previous_response_id}' not found.",
-                    param="previous_response_id",
-                    code="previous_response_not_found",
-                )
-            history = chain
-        context = history + input_items
-        _check_call_outputs(context)
+            history = await self._history(project_id, request.previous_response_id)
+        _check_call_outputs(input_items, history.call_ids)
+        context = history.extend(input_items)
         if not engine.capabilities.images and _has_images(input_items):
             raise invalid_request(
                 f"The model '{request.model}' does not accept image inputs.",
@@ -192,7 +193,7 @@ class ResponseService:
                 code="unsupported_value",
             )
         engine_request = EngineRequest(
-            messages=to_chat_messages(request.instructions, context),
+            messages=with_instructions(request.instructions, list(context.messages)),
             tools=tools,
             tool_choice=choice,
             parallel_tool_calls=request.parallel_tool_calls is not False,
@@ -206,9 +207,33 @@ class ResponseService:
         response = new_response(
             request, response_id=new_id("resp"), created_at=int(time.time()), status="in_progress"
         )
-        run = ResponseRun(engine, engine_request, response, input_items, self.store, project_id)
+        run = ResponseRun(
+            engine,
+            engine_request,
+            response,
+            input_items,
+            self.store,
+            project_id,
+            context,
+            self.contexts,
+        )
         await run.start()
         return run
+
+    async def _history(self, project_id: str, response_id: str) -> Context:
+        """The previous response's context: cached, or the chain read in one query."""
+        history = self.contexts.get(project_id, response_id)
+        if history is None:
+            chain = await self.store.chain_items(project_id, response_id)
+            if chain is None:
+                raise invalid_request(
+                    f"Previous response with id '{response_id}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+            history = Context.of(chain)
+            self.contexts.put(project_id, response_id, history)
+        return history
 
     async def retrieve(self, project_id: str, response_id: str) -> dict[str, Any]:
         body = await self.store.get_response(project_id, response_id)
@@ -217,6 +242,7 @@ class ResponseService:
         return body
 
     async def delete(self, project_id: str, response_id: str) -> dict[str, Any]:
+        self.contexts.evict(project_id, response_id)
         if not await self.store.delete_response(project_id, response_id):
             raise _response_not_found(response_id)
         return {"id": response_id, "object": "response", "deleted": True}
@@ -275,12 +301,14 @@ def _response_not_found(response_id: str) -> APIError:
     return not_found(f"Response with id '{response_id}' not found.", code="not_found")
 
 
-def _check_call_outputs(items: list[dict[str, Any]]) -> None:
+def _check_call_outputs(items: list[dict[str, Any]], earlier_calls: frozenset[str]) -> None:
     calls: set[str] = set()
     for item in items:
         if item["type"] == "function_call":
             calls.add(item["call_id"])
-        elif item["type"] == "function_call_output" and item["call_id"] not in calls:
+        elif item["type"] == "function_call_output" and not (
+            item["call_id"] in calls or item["call_id"] in earlier_calls
+        ):
             raise invalid_request(
                 f"No tool call found for function call output with call_id {item['call_id']}.",
                 param="input",
