@@ -15,10 +15,9 @@ import contextlib
 import json
 import os
 import threading
-import time
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,13 @@ from responsed.engines.base import (
     Capabilities,
     Delta,
     EngineError,
-    EngineOverloaded,
     EngineRequest,
     FinishReason,
     FunctionSpec,
     UnsupportedFeature,
     Usage,
 )
+from responsed.engines.llamacpp_pool import Channel, Done, Job, Pool, common_prefix
 from responsed.engines.llamacpp_prompt import (
     Mode,
     OutputShaper,
@@ -46,7 +45,6 @@ from responsed.engines.llamacpp_prompt import (
 __all__ = ["LlamaCppEngine"]
 
 _GRAMMAR_CACHE_SIZE = 256
-_FLUSH_S = 0.02
 # llama.cpp's usual truncation; temperature and top_p follow the OpenAI defaults.
 _TOP_K = 40
 _MIN_P = 0.05
@@ -65,113 +63,6 @@ class _Plan:
     parallel: bool
 
 
-@dataclass(slots=True)
-class _Done:
-    reason: FinishReason
-    usage: Usage
-
-
-@dataclass(slots=True, eq=False)  # identity hashing: jobs live in a set
-class _Job:
-    thread: threading.Thread
-    cancel: threading.Event = field(default_factory=threading.Event)
-
-
-def _common_prefix(llama: Any, tokens: Sequence[int]) -> int:
-    n = 0
-    for a, b in zip(llama.input_ids[: llama.n_tokens].tolist(), tokens, strict=False):
-        if a != b:
-            break
-        n += 1
-    return n
-
-
-class _Channel:
-    """Worker thread → event loop.
-
-    Text is coalesced so the loop wakes at most every `_FLUSH_S`, not once per token:
-    ggml keeps every core busy, and each wakeup of the loop thread preempts a ggml
-    thread in mid-decode while its peers spin at a barrier.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._queue: asyncio.Queue[str | _Done | BaseException] = asyncio.Queue()
-        self._lock = threading.Lock()
-        self._text: list[str] = []
-        self._scheduled = False
-        self._last = 0.0
-
-    def send(self, text: str) -> None:
-        with self._lock:
-            self._text.append(text)
-            now = time.monotonic()
-            if self._scheduled or now - self._last < _FLUSH_S:
-                return
-            self._scheduled, self._last = True, now
-        self.call(self._flush)
-
-    def close(self, item: _Done | BaseException) -> None:
-        self.call(self._flush)
-        self.call(self._queue.put_nowait, item)
-
-    def call(self, fn: Callable[..., None], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
-            self._loop.call_soon_threadsafe(fn, *args)
-
-    def _flush(self) -> None:
-        with self._lock:
-            text, self._scheduled = "".join(self._text), False
-            self._text.clear()
-        if text:
-            self._queue.put_nowait(text)
-
-    async def get(self) -> str | _Done | BaseException:
-        return await self._queue.get()
-
-
-class _Pool:
-    """Idle instances plus a bounded FIFO of requests waiting for one."""
-
-    def __init__(self, instances: list[Any], max_queue: int) -> None:
-        self._idle = list(instances)
-        self._waiters: deque[asyncio.Future[Any]] = deque()
-        self._max_queue = max_queue
-
-    async def acquire(self, tokens: Sequence[int]) -> Any:
-        if self._idle:
-            # The instance whose KV cache shares the longest prefix saves the most work.
-            best = max(self._idle, key=lambda llama: _common_prefix(llama, tokens))
-            self._idle.remove(best)
-            return best
-        if len(self._waiters) >= self._max_queue:
-            raise EngineOverloaded("the model is busy; too many requests are waiting")
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release(waiter.result())
-            elif waiter in self._waiters:
-                self._waiters.remove(waiter)
-            raise
-
-    def close(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(EngineError("the model is shutting down", status=503))
-
-    def release(self, llama: Any) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(llama)
-                return
-        self._idle.append(llama)
-
-
 class LlamaCppEngine:
     """Serves one GGUF model from `config.instances` llama.cpp contexts."""
 
@@ -180,11 +71,11 @@ class LlamaCppEngine:
         self._path = path
         self._n_ctx = config.n_ctx
         self._llamas: list[Any] = []
-        self._pool: _Pool | None = None
+        self._pool: Pool | None = None
         self._formatter: Callable[..., Any] | None = None
         self._grammars: OrderedDict[str, Any] = OrderedDict()
         self._grammar_lock = threading.Lock()
-        self._jobs: set[_Job] = set()
+        self._jobs: set[Job] = set()
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> LlamaCppEngine:
@@ -204,7 +95,7 @@ class LlamaCppEngine:
     async def start(self) -> None:
         self._llamas = await asyncio.to_thread(self._load)
         self._formatter = chat_formatter(self._llamas[0], self._config.chat_format)
-        self._pool = _Pool(self._llamas, self._config.max_queue)
+        self._pool = Pool(self._llamas, self._config.max_queue)
 
     def _load(self) -> list[Any]:
         import llama_cpp
@@ -246,7 +137,7 @@ class LlamaCppEngine:
             raise EngineError(f"model {self._config.name} is not loaded")
         plan = await asyncio.to_thread(self._plan, request)
         llama = await pool.acquire(plan.tokens)
-        channel = _Channel(asyncio.get_running_loop())
+        channel = Channel(asyncio.get_running_loop())
 
         def run() -> None:
             try:
@@ -261,7 +152,7 @@ class LlamaCppEngine:
             finally:
                 channel.call(self._finished, job, pool, llama)
 
-        job = _Job(threading.Thread(target=run, name="llamacpp-generate", daemon=True))
+        job = Job(threading.Thread(target=run, name="llamacpp-generate", daemon=True))
         self._jobs.add(job)
         try:
             job.thread.start()
@@ -274,7 +165,7 @@ class LlamaCppEngine:
                 item = await channel.get()
                 if isinstance(item, BaseException):
                     raise item
-                if isinstance(item, _Done):
+                if isinstance(item, Done):
                     for delta in shaper.finish(item.reason, item.usage):
                         yield delta
                     return
@@ -283,7 +174,7 @@ class LlamaCppEngine:
         finally:
             job.cancel.set()
 
-    def _finished(self, job: _Job, pool: _Pool, llama: Any) -> None:
+    def _finished(self, job: Job, pool: Pool, llama: Any) -> None:
         self._jobs.discard(job)
         pool.release(llama)
 
@@ -390,14 +281,14 @@ class LlamaCppEngine:
         plan: _Plan,
         emit: Callable[[str], None],
         cancel: threading.Event,
-    ) -> _Done:
+    ) -> Done:
         """The token loop; runs in the worker thread that owns `llama`."""
         import llama_cpp
 
         tokens = plan.tokens
         # Llama.generate keeps the common prefix of the KV cache but always re-evaluates
         # at least the last prompt token, so that one never counts as cached.
-        cached = min(_common_prefix(llama, tokens), len(tokens) - 1)
+        cached = min(common_prefix(llama, tokens), len(tokens) - 1)
         vocab = llama._model.vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         scanner = StopScanner(plan.stop)
@@ -439,4 +330,4 @@ class LlamaCppEngine:
             cached_tokens=cached,
             cache_write_tokens=len(tokens) - cached,
         )
-        return _Done(reason, usage)
+        return Done(reason, usage)
