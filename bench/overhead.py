@@ -137,12 +137,13 @@ def make_upstream_app(n_tokens: int) -> Callable[[Scope, Receive, Send], Awaitab
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
+        parts: list[bytes] = []  # drain the whole body (a long chain's context is ~200 KB)
         while True:
             message = await receive()
-            body += message.get("body", b"")
+            parts.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
         if scope["method"] == "GET" and scope["path"] == "/health":
             await reply(send, 200, b'{"status":"ok"}')
             return
@@ -831,16 +832,11 @@ def report(res: dict[str, Any], cfg: Config, info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def start_servers(
-    tmpdir: Path,
-    up_port: int,
-    our_port: int,
-    tokens: int,
-    procs: list[subprocess.Popen[bytes]],
-    patches: str = "",
-) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
-    """Start the upstream and responsed, appending each to `procs` as soon as it exists
-    (so the caller's `finally` stops it), and wait until both answer."""
+def start_upstream(
+    tmpdir: Path, up_port: int, tokens: int, procs: list[subprocess.Popen[bytes]]
+) -> subprocess.Popen[bytes]:
+    """Start the upstream, appending it to `procs` as soon as it exists (so the caller's
+    `finally` stops it), and wait until it answers."""
     up_log = tmpdir / "upstream.log"
     upstream_cmd = [sys.executable, __file__, "--upstream", "--port", str(up_port)]
     with up_log.open("wb") as out:
@@ -852,7 +848,15 @@ def start_servers(
         )
     procs.append(upstream)
     wait_http(up_port, "/health", upstream, up_log)
+    return upstream
 
+
+def start_responsed(
+    tmpdir: Path, up_port: int, our_port: int, procs: list[subprocess.Popen[bytes]]
+) -> subprocess.Popen[bytes]:
+    """Start `responsed serve` (store on, SQLite in `tmpdir/data`, no built-in model)
+    against the upstream, appending it to `procs` at once; wait until it answers.
+    Calling it again with the same `tmpdir` restarts on the same data."""
     config = tmpdir / "responsed.toml"
     config.write_text(
         'builtin_model = false\nlog_level = "warning"\n'
@@ -864,22 +868,30 @@ def start_servers(
     )
     our_log = tmpdir / "responsed.log"
     command = [str(Path(sys.executable).with_name("responsed"))]
-    env = dict(os.environ)
-    if patches:  # experiments: see bench/patched_serve.py
-        command = [sys.executable, str(Path(__file__).with_name("patched_serve.py"))]
-        env["RESPONSED_BENCH_PATCHES"] = patches
     serve = [*command, "serve", "--host", HOST, "--port", str(our_port)]
-    with our_log.open("wb") as out:
+    with our_log.open("ab") as out:
         ours = subprocess.Popen(
             [*serve, "--data-dir", str(tmpdir / "data"), "--config", str(config)],
-            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
     procs.append(ours)
     wait_http(our_port, "/health", ours, our_log)
-    return upstream, ours
+    return ours
+
+
+def start_servers(
+    tmpdir: Path,
+    up_port: int,
+    our_port: int,
+    tokens: int,
+    procs: list[subprocess.Popen[bytes]],
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """Start the upstream and responsed (each appended to `procs` as soon as it exists,
+    so the caller's `finally` stops it), and wait until both answer."""
+    upstream = start_upstream(tmpdir, up_port, tokens, procs)
+    return upstream, start_responsed(tmpdir, up_port, our_port, procs)
 
 
 def main() -> int:
@@ -890,7 +902,6 @@ def main() -> int:
     parser.add_argument(
         "--phases", default=",".join(PHASES), help="subset of c1,c1s,c64,c32 (default: all)"
     )
-    parser.add_argument("--patch", default="", help="experiment: see bench/patched_serve.py")
     parser.add_argument("--upstream", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -909,9 +920,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="responsed-bench-") as tmp:
         try:
             up_port, our_port = free_port(), free_port()
-            upstream, ours = start_servers(
-                Path(tmp), up_port, our_port, cfg.tokens, procs, args.patch
-            )
+            upstream, ours = start_servers(Path(tmp), up_port, our_port, cfg.tokens, procs)
             pids = {"upstream": upstream.pid, "ours": ours.pid, "client": os.getpid()}
             print(
                 f"upstream pid {upstream.pid} port {up_port};"
