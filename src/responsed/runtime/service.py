@@ -173,6 +173,13 @@ class ResponseService:
                 param="background",
                 code="unsupported_value",
             )
+        if request.prompt is not None:
+            # Ignoring it would silently drop the template's instructions and input.
+            raise invalid_request(
+                "prompt templates are not supported by this server.",
+                param="prompt",
+                code="unsupported_value",
+            )
         if request.conversation is not None:
             raise invalid_request(
                 "conversations are not supported by this server yet.",
