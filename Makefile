@@ -35,6 +35,8 @@ test: lint typecheck unit
 
 bench: install
 	$(PY) bench/overhead.py
+	$(PY) bench/chain.py
+	$(PY) bench/builtin.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
