@@ -175,3 +175,14 @@ async def aclient(server: RunningServer) -> AsyncIterator[AsyncOpenAI]:
         base_url=server.base_url, api_key="none", max_retries=0, timeout=120
     ) as sdk:
         yield sdk
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """llama-cpp-python opens two /dev/null files at import and never closes them, which
+    Python reports as ResourceWarnings at exit; close them once every model is freed."""
+    del config
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        handle = getattr(utils, name, None)
+        if handle is not None:
+            handle.close()
