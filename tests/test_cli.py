@@ -107,6 +107,9 @@ def test_serves_with_api_keys(tmp_path: Path) -> None:
         assert denied.json()["error"]["code"] == "invalid_api_key"
         wrong = httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
+        create = httpx.post(f"{base}/v1/responses", json={"model": "smollm2", "input": "x"})
+        assert create.status_code == 401
+        assert create.json()["error"]["code"] == "invalid_api_key"
         ok = httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer k-two"})
         assert [m["id"] for m in ok.json()["data"]] == ["smollm2"]
     finally:

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 from responsed import __version__
 from responsed.api import models, responses
 from responsed.api.errors import install_error_handlers
+from responsed.api.fastpath import FastPath
 from responsed.api.limits import BodySizeLimit
 from responsed.config import Settings
 from responsed.engines.registry import ModelRegistry
@@ -55,4 +56,4 @@ def create_app(settings: Settings) -> ASGIApp:
     install_error_handlers(app)
     app.include_router(responses.router)
     app.include_router(models.router)
-    return BodySizeLimit(app, settings.max_body_bytes)
+    return BodySizeLimit(FastPath(app), settings.max_body_bytes)
