@@ -70,8 +70,8 @@ def summarize(collapsed: Path, top: int) -> str:
     inclusive: collections.Counter[str] = collections.Counter()
     main = 0
     for line in collapsed.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        count = int(n)
+        stack, _, raw = line.rpartition(" ")
+        count = int(raw)
         thread, *frames = stack.split(";")
         threads[thread.partition(": ")[2] or thread] += count
         if not frames or "MainThread" not in thread:

@@ -35,27 +35,46 @@ def test_extend_matches_rendering_everything_at_once() -> None:
     for turn in turns:
         step = step.extend(turn)
     whole = Context.of([item for turn in turns for item in turn])
-    assert step == whole
+    assert step.messages == whole.messages
+    assert step.call_ids == whole.call_ids
     assert step.call_ids == frozenset({"c1"})
     # The function call joined the assistant message of the previous turn, by copy.
     assert step.messages[1]["tool_calls"][0]["id"] == "c1"
     assert "tool_calls" not in Context.of(turns[0] + turns[1][:1]).messages[1]
 
 
-def test_lru_bound_and_evict() -> None:
-    cache = ContextCache(max_items=5)
+def test_lru_bound_parent_drop_and_evict() -> None:
     small = Context.of([message("user", "a", 1), message("user", "b", 2)])
+    cache = ContextCache(max_bytes=small.size * 2)
     cache.put("p", "r1", small)
     cache.put("p", "r2", small)
     assert cache.get("p", "r1") is small  # r1 is now the most recent
-    cache.put("p", "r3", small)  # 6 items > 5: the least recent (r2) goes
+    cache.put("p", "r3", small)  # over budget: the least recent (r2) goes
     assert cache.get("p", "r2") is None
     assert cache.get("p", "r1") is small
+    assert cache.bytes == small.size * 2
     assert cache.get("other-project", "r1") is None
+    cache.put("p", "r4", small, parent="r3")  # a chain keeps one entry: its tip
+    assert cache.get("p", "r3") is None
+    assert cache.get("p", "r4") is small
     cache.evict("p", "r1")
     assert cache.get("p", "r1") is None
-    cache.put("p", "big", Context.of([message("user", str(n), n) for n in range(6)]))
+    big = Context.of([message("user", "x" * 1000, n) for n in range(6)])
+    cache.put("p", "big", big)
     assert cache.get("p", "big") is None  # larger than the whole cache: not kept
+
+
+def test_size_grows_with_the_turn_not_the_chain() -> None:
+    context = Context()
+    sizes = []
+    for n in range(50):
+        before = context.size
+        context = context.extend(
+            [message("user", "hello", 2 * n), message("assistant", "hi", 2 * n + 1)]
+        )
+        sizes.append(context.size - before)
+    assert len(set(sizes)) == 1  # every turn adds the same estimate
+    assert len(context.messages) == 100
 
 
 @pytest.fixture

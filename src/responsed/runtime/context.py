@@ -173,8 +173,10 @@ def to_chat_messages(
     return messages
 
 
-def with_instructions(instructions: str | None, messages: list[ChatMessage]) -> list[ChatMessage]:
+def with_instructions(
+    instructions: str | None, messages: Sequence[ChatMessage]
+) -> list[ChatMessage]:
     """Instructions lead the context of this turn only (never carried over)."""
     if not instructions:
-        return messages
+        return list(messages)
     return [{"role": "system", "content": instructions}, *messages]

@@ -4,8 +4,13 @@ same whatever the length of its chain.
 Without it every turn re-reads the whole chain (one query, but O(chain) rows to parse)
 and re-renders every item into chat messages. A cached `Context` is extended by the new
 turn's items in time proportional to the turn, not to the chain. Contexts are immutable
-and share their item and message dicts; a miss (another replica, a restart) falls back
-to the store's one-query chain read.
+and share their message dicts; a miss (another replica, a restart, an evicted entry)
+falls back to the store's one-query chain read.
+
+Memory: only rendered messages are kept (not the items), the cache is bounded by an
+estimate of the bytes it holds, and caching a turn drops its parent's entry — chains
+mostly grow at the tip, so a linear chain costs one entry, not one per turn. A fork
+from an older turn is a miss, served by the store.
 """
 
 from __future__ import annotations
@@ -22,41 +27,63 @@ __all__ = ["Context", "ContextCache"]
 
 Item = dict[str, Any]
 
+_REF_BYTES = 8  # one tuple slot
+_MESSAGE_BYTES = 400  # a message dict and its small strings, beyond its text
+
+
+def _message_bytes(message: ChatMessage) -> int:
+    content = message.get("content")
+    text = len(content) if isinstance(content, str) else 256 * len(content or ())
+    return _MESSAGE_BYTES + text + 128 * len(message.get("tool_calls") or ())
+
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """A chain's items (oldest first), their rendering, and the tool calls it made."""
+    """A chain's rendering and the tool calls it made; `size` estimates its bytes."""
 
-    items: tuple[Item, ...] = ()
     messages: tuple[ChatMessage, ...] = ()
     call_ids: frozenset[str] = frozenset()
+    size: int = 0
 
     @classmethod
     def of(cls, items: Iterable[Item]) -> Context:
         return cls().extend(items)
 
     def extend(self, items: Iterable[Item]) -> Context:
-        new = tuple(items)
+        new = list(items)
         if not new:
             return self
         calls = {i["call_id"] for i in new if i["type"] == "function_call"}
+        messages = to_chat_messages(new, self.messages)
+        # Messages past the prefix are new, and so is the prefix's last one if a
+        # function call replaced it with a copy.
+        start = len(self.messages)
+        if start and messages[start - 1] is not self.messages[-1]:
+            start -= 1
+        fresh = messages[start:]
+        size = self.size + _REF_BYTES * (len(messages) - len(self.messages))
+        size += sum(_message_bytes(m) for m in fresh)
         return Context(
-            self.items + new,
-            tuple(to_chat_messages(new, self.messages)),
+            tuple(messages),
             self.call_ids | calls if calls else self.call_ids,
+            size,
         )
 
 
 class ContextCache:
-    """LRU of contexts by (project, response id), bounded by the items they hold."""
+    """LRU of contexts by (project, response id), bounded by their estimated bytes."""
 
-    def __init__(self, max_items: int = 1_000_000) -> None:
-        self.max_items = max_items
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple[str, str], Context] = OrderedDict()
-        self._size = 0
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
 
     def get(self, project_id: str, response_id: str) -> Context | None:
         key = (project_id, response_id)
@@ -65,17 +92,22 @@ class ContextCache:
             self._entries.move_to_end(key)
         return context
 
-    def put(self, project_id: str, response_id: str, context: Context) -> None:
+    def put(
+        self, project_id: str, response_id: str, context: Context, parent: str | None = None
+    ) -> None:
+        """Cache `context`; the entry of `parent` (the turn it extends) is dropped."""
+        if parent is not None:
+            self.evict(project_id, parent)
         self.evict(project_id, response_id)
-        if len(context.items) > self.max_items:
+        if context.size > self.max_bytes:
             return
         self._entries[(project_id, response_id)] = context
-        self._size += len(context.items)
-        while self._size > self.max_items:
+        self._bytes += context.size
+        while self._bytes > self.max_bytes:
             _, oldest = self._entries.popitem(last=False)
-            self._size -= len(oldest.items)
+            self._bytes -= oldest.size
 
     def evict(self, project_id: str, response_id: str) -> None:
         old = self._entries.pop((project_id, response_id), None)
         if old is not None:
-            self._size -= len(old.items)
+            self._bytes -= old.size

