@@ -421,3 +421,18 @@ def test_image_input_to_vision_model(client: OpenAI, scripted: ScriptedUpstream)
             input=[{"role": "user", "content": [{"type": "input_image", "image_url": image}]}],
         )
     assert "does not accept image inputs" in err.value.message
+
+
+def test_deleted_turn_leaves_the_chain(client: OpenAI, scripted: ScriptedUpstream) -> None:
+    scripted.enqueue(Turn(content="A1"), Turn(content="A2"), Turn(content="A3"))
+    one = client.responses.create(model="scripted", input="Q1")
+    two = client.responses.create(model="scripted", input="Q2", previous_response_id=one.id)
+    client.responses.delete(one.id)
+    client.responses.create(model="scripted", input="Q3", previous_response_id=two.id)
+    assert scripted.requests[-1]["messages"] == [
+        {"role": "user", "content": "Q2"},
+        {"role": "assistant", "content": "A2"},
+        {"role": "user", "content": "Q3"},
+    ]
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="scripted", input="x", previous_response_id=one.id)

@@ -107,6 +107,10 @@ class ContextCache:
             _, oldest = self._entries.popitem(last=False)
             self._bytes -= oldest.size
 
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+
     def evict(self, project_id: str, response_id: str) -> None:
         old = self._entries.pop((project_id, response_id), None)
         if old is not None:

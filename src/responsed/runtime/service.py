@@ -251,9 +251,11 @@ class ResponseService:
         return body
 
     async def delete(self, project_id: str, response_id: str) -> dict[str, Any]:
-        self.contexts.evict(project_id, response_id)
         if not await self.store.delete_response(project_id, response_id):
             raise _response_not_found(response_id)
+        # Cached contexts of later turns include the deleted one's items; dropping them
+        # all (deletes are rare) makes every later turn see the chain the store sees.
+        self.contexts.clear()
         return {"id": response_id, "object": "response", "deleted": True}
 
     async def cancel(self, project_id: str, response_id: str) -> dict[str, Any]:
