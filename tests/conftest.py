@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from responsed.api.app import create_app
 from responsed.config import Settings, builtin_model_path, load_settings
 from scripted_upstream import ScriptedUpstream
+from wire import async_sdk_client, sdk_client
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -165,15 +166,14 @@ def server(
 
 @pytest.fixture
 def client(server: RunningServer) -> Iterator[OpenAI]:
-    with OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=120) as sdk:
+    """The official SDK; every Response and event stream it receives is validated."""
+    with sdk_client(server.base_url) as sdk:
         yield sdk
 
 
 @pytest.fixture
 async def aclient(server: RunningServer) -> AsyncIterator[AsyncOpenAI]:
-    async with AsyncOpenAI(
-        base_url=server.base_url, api_key="none", max_retries=0, timeout=120
-    ) as sdk:
+    async with async_sdk_client(server.base_url) as sdk:
         yield sdk
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from openai import OpenAI
 
 from conftest import RunningServer, free_port, start_server, write_config
 from responsed.config import load_settings
 from responsed.runtime.context_cache import Context, ContextCache
 from scripted_upstream import ScriptedUpstream, Turn
+from wire import sdk_client
 
 
 def message(role: str, text: str, n: int) -> dict[str, object]:
@@ -94,7 +94,7 @@ def test_chain_continues_after_restart(data_root: Path, upstream: ScriptedUpstre
 
     first_server = boot()
     upstream.enqueue(Turn(content="A1"), Turn(content="A2"), Turn(content="A3"))
-    with OpenAI(base_url=first_server.base_url, api_key="x", max_retries=0) as client:
+    with sdk_client(first_server.base_url) as client:
         one = client.responses.create(model="scripted", input="Q1")
         two = client.responses.create(model="scripted", input="Q2", previous_response_id=one.id)
         client.responses.create(model="scripted", input="Q3", previous_response_id=two.id)
@@ -104,7 +104,7 @@ def test_chain_continues_after_restart(data_root: Path, upstream: ScriptedUpstre
     second_server = boot()
     try:
         upstream.enqueue(Turn(content="A3 again"))
-        with OpenAI(base_url=second_server.base_url, api_key="x", max_retries=0) as client:
+        with sdk_client(second_server.base_url) as client:
             again = client.responses.create(
                 model="scripted", input="Q3", previous_response_id=two.id
             )

@@ -6,11 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from openai import OpenAI
 
 from conftest import RunningServer, free_port, start_server
 from responsed.config import load_settings
-from wire import check_sdk_response, raw_stream
+from wire import check_sdk_response, raw_stream, sdk_client
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +34,7 @@ def test_text_stream_and_chain(gateway: RunningServer) -> None:
     )
     first = events[-1]["response"]
     assert first["output"][0]["content"][0]["text"].strip()
-    with OpenAI(base_url=gateway.base_url, api_key="none", max_retries=0) as client:
+    with sdk_client(gateway.base_url) as client:
         second = client.responses.create(
             model="local",
             input="And a vegetable?",
@@ -59,7 +58,7 @@ def test_function_call_mapped_both_ways(gateway: RunningServer) -> None:
             "required": ["city"],
         },
     }
-    with OpenAI(base_url=gateway.base_url, api_key="none", max_retries=0) as client:
+    with sdk_client(gateway.base_url) as client:
         response = client.responses.create(
             model="local",
             input="Weather in Paris?",

@@ -139,3 +139,131 @@ def assert_error(
     if code is not None:
         assert error["code"] == code, error
     return error
+
+
+# -- every SDK call in the tests goes through these transports -------------------------
+
+
+checked = {"replies": 0, "streams": 0}  # what the validating transports checked
+
+
+def _check_reply(method: str, path: str, body: bytes) -> None:
+    checked["replies"] += 1
+    data = json.loads(body)
+    tail = path.rsplit("/", 1)[-1]
+    if tail == "input_items":
+        for item in data["data"]:
+            if item.get("type") in SPEC_ITEM_TYPES:
+                validator("ItemField").validate(item)
+    elif data.get("object") == "response" and "output" in data:
+        check_response(data)
+    del method
+
+
+class _SSETee:
+    """Passes SSE bytes through and validates the whole stream once it has ended."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> bytes:
+        self.buffer += chunk
+        return chunk
+
+    def close(self) -> None:
+        text = self.buffer.decode()
+        events = parse_sse(text)
+        # A consumer that stops early (a disconnect test) leaves a partial stream.
+        if events and events[-1]["type"] in TERMINAL_EVENTS:
+            check_stream(events)
+            checked["streams"] += 1
+
+
+TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+
+
+def _wants_check(request: httpx.Request, response: httpx.Response) -> bool:
+    return "/responses" in request.url.path and response.status_code == 200
+
+
+class _SyncTeeStream(httpx.SyncByteStream):
+    def __init__(self, inner: Any, tee: _SSETee) -> None:
+        self.inner, self.tee = inner, tee
+
+    def __iter__(self) -> Any:
+        for chunk in self.inner:
+            yield self.tee.feed(chunk)
+        self.tee.close()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _AsyncTeeStream(httpx.AsyncByteStream):
+    def __init__(self, inner: Any, tee: _SSETee) -> None:
+        self.inner, self.tee = inner, tee
+
+    async def __aiter__(self) -> Any:
+        async for chunk in self.inner:
+            yield self.tee.feed(chunk)
+        self.tee.close()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class ValidatingTransport(httpx.HTTPTransport):
+    """An httpx transport that validates every Response object and event stream."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if not _wants_check(request, response):
+            return response
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            response.stream = _SyncTeeStream(response.stream, _SSETee())
+            return response
+        body = b"".join(response.stream)  # type: ignore[union-attr]
+        response.stream.close()  # type: ignore[union-attr]
+        _check_reply(request.method, request.url.path, body)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=body,
+            request=request,
+            extensions=response.extensions,
+        )
+
+
+class AsyncValidatingTransport(httpx.AsyncHTTPTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if not _wants_check(request, response):
+            return response
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            response.stream = _AsyncTeeStream(response.stream, _SSETee())
+            return response
+        body = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
+        await response.stream.aclose()  # type: ignore[union-attr]
+        _check_reply(request.method, request.url.path, body)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=body,
+            request=request,
+            extensions=response.extensions,
+        )
+
+
+def sdk_client(base_url: str, **kwargs: Any) -> Any:
+    """The official sync client, every reply validated."""
+    from openai import OpenAI
+
+    http = httpx.Client(transport=ValidatingTransport(), timeout=120)
+    return OpenAI(base_url=base_url, api_key="none", max_retries=0, http_client=http, **kwargs)
+
+
+def async_sdk_client(base_url: str, **kwargs: Any) -> Any:
+    from openai import AsyncOpenAI
+
+    http = httpx.AsyncClient(transport=AsyncValidatingTransport(), timeout=120)
+    return AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0, http_client=http, **kwargs)
