@@ -28,6 +28,19 @@ _TYPE_NAMES = {
 _TYPE_SEGMENTS = frozenset({"str", "int", "float", "bool", "dict", "list", "literal", "none"})
 
 
+# pydantic's bound violations → the hosted API's error codes
+_BOUND_CODES = {
+    "greater_than_equal": "integer_below_min_value",
+    "greater_than": "integer_below_min_value",
+    "less_than_equal": "integer_above_max_value",
+    "less_than": "integer_above_max_value",
+    "string_too_long": "string_above_max_length",
+    "too_long": "array_above_max_length",
+    "string_too_short": "string_below_min_length",
+    "too_short": "array_below_min_length",
+}
+
+
 def param_path(loc: tuple[int | str, ...]) -> str:
     """('input', 'list[...]', 0, '@message', 'content') → 'input[0].content'."""
     out = ""
@@ -101,21 +114,9 @@ def _to_api_error(exc: ValidationError) -> APIError:
         return invalid_request(
             f"Invalid value for '{param}': {err['msg']}.", param=param, code="invalid_value"
         )
-    if kind in ("greater_than_equal", "greater_than"):
+    if kind in _BOUND_CODES:
         return invalid_request(
-            f"Invalid '{param}': {err['msg'].lower()}.", param=param, code="integer_below_min_value"
-        )
-    if kind in ("less_than_equal", "less_than"):
-        return invalid_request(
-            f"Invalid '{param}': {err['msg'].lower()}.", param=param, code="integer_above_max_value"
-        )
-    if kind in ("string_too_long", "too_long"):
-        return invalid_request(
-            f"Invalid '{param}': {err['msg'].lower()}.", param=param, code="string_above_max_length"
-        )
-    if kind in ("string_too_short", "too_short"):
-        return invalid_request(
-            f"Invalid '{param}': {err['msg'].lower()}.", param=param, code="string_below_min_length"
+            f"Invalid '{param}': {err['msg'].lower()}.", param=param, code=_BOUND_CODES[kind]
         )
     msg = err["msg"].removeprefix("Value error, ")
     return invalid_request(f"Invalid '{param}': {msg}", param=param, code="invalid_value")
