@@ -436,3 +436,14 @@ def test_deleted_turn_leaves_the_chain(client: OpenAI, scripted: ScriptedUpstrea
     ]
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model="scripted", input="x", previous_response_id=one.id)
+
+
+def test_retrieve_with_stream_needs_background(client: OpenAI, scripted: ScriptedUpstream) -> None:
+    scripted.enqueue(Turn(content="done"))
+    response = client.responses.create(model="scripted", input="x")
+    reply = httpx.get(f"{client.base_url}responses/{response.id}", params={"stream": "true"})
+    assert_error(reply, 400, param="stream")
+    with pytest.raises(openai.BadRequestError):
+        client.responses.retrieve(response.id, stream=True)
+    reply = httpx.get(f"{client.base_url}responses/resp_missing", params={"stream": "true"})
+    assert_error(reply, 404)

@@ -10,6 +10,7 @@ from starlette.responses import Response, StreamingResponse
 from responsed.api.deps import project_of, service_of
 from responsed.api.json import JSONBytes
 from responsed.api.sse import sse_stream
+from responsed.protocol.errors import invalid_request
 from responsed.protocol.request import CreateResponseRequest
 from responsed.protocol.validation import parse_body
 from responsed.runtime.service import ResponseService
@@ -42,8 +43,22 @@ router.add_route(PREFIX, create_response, methods=["POST"])
 
 
 @router.get(PREFIX + "/{response_id}")
-async def retrieve_response(response_id: str, service: Service, project: Project) -> Response:
-    return JSONBytes(await service.retrieve(project, response_id))
+async def retrieve_response(
+    response_id: str,
+    service: Service,
+    project: Project,
+    stream: bool = False,
+    starting_after: int | None = None,
+    include: Annotated[list[str] | None, Query(alias="include[]")] = None,
+) -> Response:
+    del starting_after, include  # stream replay needs background mode; include: nothing yet
+    body = await service.retrieve(project, response_id)
+    if stream:
+        raise invalid_request(
+            "Only responses created with background=true can be streamed again.",
+            param="stream",
+        )
+    return JSONBytes(body)
 
 
 @router.delete(PREFIX + "/{response_id}")
