@@ -348,9 +348,13 @@ def test_echoed_fields(server: RunningServer, scripted: ScriptedUpstream) -> Non
     assert (sent["temperature"], sent["top_p"]) == (0.2, 0.5)
 
 
-def test_upstream_rate_limit_is_429(server: RunningServer, scripted: ScriptedUpstream) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_rate_limit_is_429(
+    server: RunningServer, scripted: ScriptedUpstream, stream: bool
+) -> None:
     scripted.enqueue(Turn(error_status=429, error_message="slow down"))
-    reply = httpx.post(f"{server.base_url}/responses", json={"model": "scripted", "input": "x"})
+    body = {"model": "scripted", "input": "x", "stream": stream}
+    reply = httpx.post(f"{server.base_url}/responses", json=body)
     error = assert_error(reply, 429, code="rate_limit_exceeded")
     assert error["type"] == "rate_limit_error"
     assert int(reply.headers["retry-after"]) >= 1
@@ -447,3 +451,14 @@ def test_retrieve_with_stream_needs_background(client: OpenAI, scripted: Scripte
         client.responses.retrieve(response.id, stream=True)
     reply = httpx.get(f"{client.base_url}responses/resp_missing", params={"stream": "true"})
     assert_error(reply, 404)
+
+
+def test_interleaved_call_fragments_fail_clearly() -> None:
+    from responsed.engines.base import EngineError, ToolCallDelta
+    from responsed.runtime.translator import Translator
+
+    translator = Translator({"id": "resp_1", "output": []})
+    translator.feed(ToolCallDelta(0, "c0", "f", '{"a":'))
+    translator.feed(ToolCallDelta(1, "c1", "f", "{}"))
+    with pytest.raises(EngineError, match="interleaved"):
+        translator.feed(ToolCallDelta(0, arguments="1}"))

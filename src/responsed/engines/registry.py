@@ -67,6 +67,3 @@ class ModelRegistry:
 
     def get(self, name: str) -> Engine | None:
         return self.engines.get(name)
-
-    def config(self, name: str) -> ModelConfig | None:
-        return self.configs.get(name)

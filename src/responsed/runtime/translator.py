@@ -12,6 +12,7 @@ from typing import Any
 
 from responsed.engines.base import (
     Delta,
+    EngineError,
     Finish,
     ReasoningDelta,
     RefusalDelta,
@@ -54,11 +55,8 @@ class Translator:
         snap["output"] = [_copy_item(i) for i in self.output]
         return snap
 
-    def start(self, *, queued: bool = False) -> list[Event]:
-        events = [self._event("response.created", response=self._snapshot())]
-        if queued:
-            events.append(self._event("response.queued", response=self._snapshot()))
-        return events
+    def start(self) -> list[Event]:
+        return [self._event("response.created", response=self._snapshot())]
 
     def in_progress(self) -> list[Event]:
         self.response["status"] = "in_progress"
@@ -244,10 +242,10 @@ class Translator:
             self._calls[delta.index] = item
             events.append(self._add_item(item))
         elif item is not self._open:
-            # Interleaved fragments of parallel calls: the hosted stream never interleaves,
-            # so later fragments are folded in and reported when the item closes.
-            item["arguments"] += delta.arguments
-            return
+            # The call was already reported done: folding this fragment in would make the
+            # final item differ from its events. Servers stream calls one after another;
+            # one that interleaves them is reported rather than silently mangled.
+            raise EngineError("the model interleaved fragments of parallel tool calls", status=502)
         if delta.name and not item["name"]:
             item["name"] = delta.name
         if delta.arguments:
