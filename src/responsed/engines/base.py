@@ -24,6 +24,7 @@ __all__ = [
     "ReasoningDelta",
     "RefusalDelta",
     "TextDelta",
+    "TokenLogprob",
     "ToolCallDelta",
     "ToolChoice",
     "Usage",
@@ -58,13 +59,32 @@ class EngineRequest:
     # A Chat Completions `response_format` ({"type": "json_schema", ...}) or None.
     response_format: dict[str, Any] | None = None
     user: str | None = None
-    # Models are free to ignore this; upstream engines forward it.
+    # Selects a prompt-cache slot: the built-in engine keys its saved KV states by it,
+    # upstream engines forward it.
     prompt_cache_key: str | None = None
+    # None: no log probabilities; 0..20: each output token's logprob and that many
+    # most likely alternatives (TextDelta.logprobs).
+    top_logprobs: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token: its text, UTF-8 bytes, logprob and the top alternatives.
+
+    `top` holds (token, logprob, bytes) triples, most likely first.
+    """
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
+    # The tokens making up `text`, when the request asked for log probabilities.
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +179,14 @@ class Engine(Protocol):
 
     def stream(self, request: EngineRequest) -> AsyncGenerator[Delta, None]:
         """Generate. Cancelling the consuming task must stop generation promptly."""
+        ...
+
+    async def count_tokens(self, request: EngineRequest) -> int | None:
+        """The prompt tokens `stream(request)` would report as `input_tokens`.
+
+        Exact where the engine owns the tokenizer; None when it cannot know (an
+        upstream without a tokenizer), which the runtime then estimates.
+        """
         ...
 
     async def aclose(self) -> None: ...

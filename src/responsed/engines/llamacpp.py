@@ -131,6 +131,10 @@ class LlamaCppEngine:
             llama.close()
         self._llamas, self._pool = [], None
 
+    async def count_tokens(self, request: EngineRequest) -> int | None:
+        plan = await asyncio.to_thread(self._plan, request)
+        return len(plan.tokens)
+
     async def stream(self, request: EngineRequest) -> AsyncIterator[Delta]:
         pool = self._pool
         if pool is None:

@@ -135,6 +135,10 @@ class OpenAICompatEngine:
     def context_window(self) -> int | None:
         return self._context_window
 
+    async def count_tokens(self, request: EngineRequest) -> int | None:
+        # Chat Completions has no token-counting endpoint; the runtime estimates.
+        return None
+
     async def start(self) -> None:
         # No health check: the upstream may come up after us; requests report its absence.
         self._ensure_client()
