@@ -30,6 +30,7 @@ from responsed.protocol.request import CreateResponseRequest
 from responsed.protocol.response import new_response
 from responsed.runtime.context import normalize_input, with_instructions
 from responsed.runtime.context_cache import Context, ContextCache
+from responsed.runtime.formats import response_format
 from responsed.runtime.tools import offered_tools
 from responsed.runtime.translator import Event, Translator
 from responsed.store.base import ResponseRecord, ResponseStore
@@ -209,7 +210,7 @@ class ResponseService:
             temperature=request.temperature,
             top_p=request.top_p,
             max_output_tokens=request.max_output_tokens,
-            response_format=_response_format(request),
+            response_format=response_format(request),
             user=request.safety_identifier or request.user,
             prompt_cache_key=request.prompt_cache_key,
         )
@@ -333,22 +334,3 @@ def _has_images(items: list[dict[str, Any]]) -> bool:
         if item["type"] == "message"
         for part in item["content"]
     )
-
-
-def _response_format(request: CreateResponseRequest) -> dict[str, Any] | None:
-    fmt = request.text.format if request.text else None
-    if fmt is None or fmt.type == "text":
-        return None
-    if fmt.type == "json_object":
-        return {"type": "json_object"}
-    if not fmt.name or fmt.schema_ is None:
-        missing = "text.format.name" if not fmt.name else "text.format.schema"
-        raise invalid_request(
-            f"Missing required parameter: '{missing}'.",
-            param=missing,
-            code="missing_required_parameter",
-        )
-    schema: dict[str, Any] = {"name": fmt.name, "schema": fmt.schema_, "strict": bool(fmt.strict)}
-    if fmt.description:
-        schema["description"] = fmt.description
-    return {"type": "json_schema", "json_schema": schema}
