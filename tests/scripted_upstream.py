@@ -237,12 +237,21 @@ class ScriptedUpstream:
         model = str(body.get("model", "scripted"))
         if body.get("stream") and not turn.ignore_stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            await self._stream(receive, send, turn, model, include_usage and turn.send_usage)
+            logprobs = int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
+            await self._stream(
+                receive, send, turn, model, include_usage and turn.send_usage, logprobs
+            )
         else:
             await _send_json(send, 200, _completion(turn, model))
 
     async def _stream(
-        self, receive: Receive, send: Send, turn: Turn, model: str, include_usage: bool
+        self,
+        receive: Receive,
+        send: Send,
+        turn: Turn,
+        model: str,
+        include_usage: bool,
+        logprobs: int | None = None,
     ) -> None:
         base = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "model": model}
         base["created"] = int(time.time())
@@ -250,6 +259,13 @@ class ScriptedUpstream:
             {**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]}
             for d in _deltas(turn)
         ]
+        if logprobs is not None:
+            for chunk in chunks:
+                choice = chunk["choices"][0]
+                if choice["delta"].get("content"):
+                    choice["logprobs"] = {
+                        "content": [_logprob(choice["delta"]["content"], logprobs)]
+                    }
         chunks.append(
             {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": turn.reason}]}
         )
@@ -282,6 +298,20 @@ class ScriptedUpstream:
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
         finally:
             watcher.cancel()
+
+
+def _logprob(token: str, top: int) -> dict[str, Any]:
+    """A deterministic stand-in: each scripted word is one token of logprob -0.25."""
+    alternatives = [token, *(f"alt{n}" for n in range(1, top))][:top]
+    return {
+        "token": token,
+        "logprob": -0.25,
+        "bytes": list(token.encode()),
+        "top_logprobs": [
+            {"token": t, "logprob": -0.25 * (n + 1), "bytes": list(t.encode())}
+            for n, t in enumerate(alternatives)
+        ],
+    }
 
 
 def _error(message: str, kind: str) -> dict[str, Any]:

@@ -341,6 +341,7 @@ async def test_schema_tables_and_columns(
         "created_at",
         "status",
         "body",
+        "sent",
     }
     assert backend.columns(location, "response_items") == {
         "project_id",
@@ -351,6 +352,16 @@ async def test_schema_tables_and_columns(
         "body",
     }
     assert {"version"} <= backend.columns(location, "schema_version")
+
+
+async def test_sent_records_what_truncation_left_out(store: ResponseStore) -> None:
+    r = rec("resp_t", [msg("msg_t", "t")])
+    r.sent = {"dropped_items": 3}
+    await store.put_response(r)
+    await store.put_response(rec("resp_u", [msg("msg_u", "u")]))
+    assert await store.get_sent(P, "resp_t") == {"dropped_items": 3}
+    assert await store.get_sent(P, "resp_u") is None
+    assert await store.get_sent(P, "resp_missing") is None
 
 
 async def test_persistence_across_reopen(backend: Backend, location: Any) -> None:

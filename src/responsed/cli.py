@@ -48,6 +48,13 @@ def _preflight(settings: Settings) -> None:
             raise _fail(f"model {model.name!r}: {exc}") from None
         if model.path is not None and not Path(model.path).is_file():
             raise _fail(f"model {model.name!r}: model file not found: {model.path}")
+    if settings.secret_keys:
+        from responsed.runtime.sealing import Sealer
+
+        try:
+            Sealer(settings.secret_keys)
+        except ValueError as exc:
+            raise _fail(f"secret_keys: {exc} (generate one with `responsed keygen`)") from None
     if settings.host not in LOOPBACK and not settings.api_keys:
         raise _fail(
             f"binding {settings.host} exposes the server beyond this machine: "
@@ -107,6 +114,14 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+
+
+@app.command()
+def keygen() -> None:
+    """Print a new secret key for `secret_keys` / RESPONSED_SECRET_KEYS."""
+    from cryptography.fernet import Fernet
+
+    typer.echo(Fernet.generate_key().decode())
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from responsed.api.fastpath import FastPath
 from responsed.api.limits import BodySizeLimit
 from responsed.config import Settings
 from responsed.engines.registry import ModelRegistry
+from responsed.runtime.sealing import Sealer, load_keys
 from responsed.runtime.service import ResponseService
 from responsed.store.sqlite import SQLiteResponseStore
 
@@ -34,7 +35,8 @@ def create_app(settings: Settings) -> ASGIApp:
         await store.open()
         await registry.start()
         app.state.models = registry
-        app.state.responses = ResponseService(registry, store)
+        sealer = Sealer(load_keys(settings.secret_keys, settings.data_dir))
+        app.state.responses = ResponseService(registry, store, sealer)
         app.state.api_keys = settings.api_keys
         log.info(
             "serving", models=list(registry.engines), data_dir=str(settings.data_dir.resolve())

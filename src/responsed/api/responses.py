@@ -11,7 +11,11 @@ from responsed.api.deps import project_of, service_of
 from responsed.api.json import JSONBytes
 from responsed.api.sse import sse_stream
 from responsed.protocol.errors import invalid_request
-from responsed.protocol.request import CreateResponseRequest
+from responsed.protocol.request import (
+    CompactRequest,
+    CreateResponseRequest,
+    InputTokensRequest,
+)
 from responsed.protocol.validation import parse_body
 from responsed.runtime.service import ResponseService
 
@@ -40,6 +44,18 @@ async def create_response(request: Request) -> Response:
 
 
 router.add_route(PREFIX, create_response, methods=["POST"])
+
+
+@router.post(PREFIX + "/input_tokens")
+async def count_input_tokens(request: Request, service: Service, project: Project) -> Response:
+    body = parse_body(InputTokensRequest, await request.body())
+    return JSONBytes(await service.input_tokens(body, project))
+
+
+@router.post(PREFIX + "/compact")
+async def compact_response(request: Request, service: Service, project: Project) -> Response:
+    body = parse_body(CompactRequest, await request.body())
+    return JSONBytes(await service.compact(body, project))
 
 
 @router.get(PREFIX + "/{response_id}")

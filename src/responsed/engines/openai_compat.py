@@ -28,6 +28,7 @@ from responsed.engines.base import (
     ReasoningDelta,
     RefusalDelta,
     TextDelta,
+    TokenLogprob,
     ToolCallDelta,
     Usage,
 )
@@ -182,6 +183,10 @@ class OpenAICompatEngine:
         ):
             if value is not None:
                 body[key] = value
+        if request.top_logprobs is not None:
+            body["logprobs"] = True
+            if request.top_logprobs:
+                body["top_logprobs"] = request.top_logprobs
         return body
 
     async def stream(self, request: EngineRequest) -> AsyncIterator[Delta]:
@@ -288,7 +293,7 @@ class _SSEParser:
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue  # n > 1 is never requested; ignore stray choices
-            if (delta := choice.get("delta")) and _add_deltas(delta, out):
+            if (delta := choice.get("delta")) and _add_deltas(delta, out, choice.get("logprobs")):
                 self.saw_tool_call = True
             if finish := choice.get("finish_reason"):
                 self.reason = _REASONS.get(finish, "stop")
@@ -317,14 +322,41 @@ def _parse(payload: bytes) -> dict[str, Any]:
     return chunk
 
 
-def _add_deltas(delta: dict[str, Any], out: list[Delta]) -> bool:
+def _token_logprobs(raw: Any) -> tuple[TokenLogprob, ...] | None:
+    """Chat Completions `choice.logprobs` → per-token logprobs (None if absent)."""
+    content = raw.get("content") if isinstance(raw, dict) else None
+    if not isinstance(content, list):
+        return None
+
+    def raw_bytes(entry: dict[str, Any]) -> tuple[int, ...]:
+        value = entry.get("bytes")
+        if isinstance(value, list):
+            return tuple(value)
+        return tuple(str(entry.get("token", "")).encode())
+
+    return tuple(
+        TokenLogprob(
+            token=str(entry.get("token", "")),
+            logprob=float(entry.get("logprob") or 0.0),
+            bytes=raw_bytes(entry),
+            top=tuple(
+                (str(top.get("token", "")), float(top.get("logprob") or 0.0), raw_bytes(top))
+                for top in entry.get("top_logprobs") or ()
+            ),
+        )
+        for entry in content
+        if isinstance(entry, dict)
+    )
+
+
+def _add_deltas(delta: dict[str, Any], out: list[Delta], logprobs: Any = None) -> bool:
     """Append `delta`'s parts to `out`; True when it carried a tool call."""
     # vLLM/SGLang/DeepSeek use `reasoning_content`; newer vLLM and Ollama use `reasoning`.
     reasoning = delta.get("reasoning_content") or delta.get("reasoning")
     if reasoning and isinstance(reasoning, str):
         out.append(ReasoningDelta(reasoning))
     if text := delta.get("content"):
-        out.append(TextDelta(text))
+        out.append(TextDelta(text, _token_logprobs(logprobs) if logprobs else None))
     if refusal := delta.get("refusal"):
         out.append(RefusalDelta(refusal))
     calls = delta.get("tool_calls")

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 __all__ = [
+    "CompactionItem",
     "ContentPart",
     "FunctionCallItem",
     "FunctionCallOutputItem",
@@ -99,6 +100,13 @@ class ReasoningItem(_Strict):
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
 
+class CompactionItem(_Strict):
+    type: Literal["compaction"]
+    id: str | None = None
+    encrypted_content: str = Field(max_length=10_485_760)
+    created_by: str | None = None
+
+
 class ItemReference(_Strict):
     type: Literal["item_reference"] | None = "item_reference"
     id: str
@@ -116,6 +124,7 @@ InputItem = Annotated[
     | Annotated[FunctionCallItem, Tag("@function_call")]
     | Annotated[FunctionCallOutputItem, Tag("@function_call_output")]
     | Annotated[ReasoningItem, Tag("@reasoning")]
+    | Annotated[CompactionItem, Tag("@compaction")]
     | Annotated[ItemReference, Tag("@item_reference")],
     Discriminator(
         _item_tag,

@@ -9,7 +9,10 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 from responsed.protocol.items import InputItem
 
 __all__ = [
+    "CompactRequest",
+    "ContextFields",
     "CreateResponseRequest",
+    "InputTokensRequest",
     "FunctionTool",
     "Metadata",
     "TextConfig",
@@ -122,12 +125,44 @@ INCLUDABLE = (
 )
 
 
-class CreateResponseRequest(_Strict):
+class ContextFields(_Strict):
+    """What decides the model's input: shared by create, input_tokens and compact."""
+
     model: str
     input: str | list[InputItem] | None = None
     instructions: str | None = None
     previous_response_id: str | None = None
     conversation: str | ConversationRef | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    text: TextConfig | None = None
+    reasoning: ReasoningConfig | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    prompt_cache_key: str | None = Field(default=None, max_length=1024)
+
+
+class InputTokensRequest(ContextFields):
+    """`POST /v1/responses/input_tokens`."""
+
+    personality: str | None = None
+
+
+class CompactRequest(_Strict):
+    """`POST /v1/responses/compact`."""
+
+    model: str
+    input: str | list[InputItem] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    prompt_cache_key: str | None = Field(default=None, max_length=1024)
+    prompt_cache_retention: Literal["in-memory", "in_memory", "24h"] | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    service_tier: Literal["auto", "default", "fast", "flex", "scale", "priority"] | None = None
+    image: dict[str, Any] | None = None
+
+
+class CreateResponseRequest(ContextFields):
     store: bool | None = True
     background: bool | None = False
     stream: bool | None = False
@@ -138,16 +173,9 @@ class CreateResponseRequest(_Strict):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     max_output_tokens: int | None = Field(default=None, ge=16)
     max_tool_calls: int | None = Field(default=None, ge=1)
-    tools: list[Tool] | None = None
-    tool_choice: ToolChoice | None = None
-    parallel_tool_calls: bool | None = None
-    text: TextConfig | None = None
-    reasoning: ReasoningConfig | None = None
     include: list[Literal[INCLUDABLE]] | None = None  # type: ignore[valid-type]
-    truncation: Literal["auto", "disabled"] | None = None
     user: str | None = Field(default=None, max_length=512)
     safety_identifier: str | None = Field(default=None, max_length=64)
-    prompt_cache_key: str | None = Field(default=None, max_length=1024)
     prompt_cache_retention: Literal["in-memory", "in_memory", "24h"] | None = None
     service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
     # Accepted and echoed; not acted on (README says which).

@@ -7,22 +7,31 @@ turn's — is rendered into Chat Completions messages for the engine.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from responsed.engines.base import ChatMessage
 from responsed.protocol.errors import invalid_request
 from responsed.protocol.ids import new_id
 from responsed.protocol.items import (
+    CompactionItem,
     FunctionCallItem,
     FunctionCallOutputItem,
     MessageItem,
     ReasoningItem,
 )
 
-__all__ = ["normalize_input", "with_instructions", "to_chat_messages"]
+__all__ = [
+    "COMPACTION_PREFIX",
+    "Unseal",
+    "normalize_input",
+    "to_chat_messages",
+    "with_instructions",
+]
 
 Item = dict[str, Any]
+
+COMPACTION_PREFIX = "Summary of the conversation so far:\n"
 
 
 def _message_parts(item: MessageItem, index: int) -> list[dict[str, Any]]:
@@ -101,6 +110,15 @@ def normalize_input(request_input: str | list[Any] | None) -> list[Item]:
                     "status": raw.status or "completed",
                 }
             )
+        elif isinstance(raw, CompactionItem):
+            items.append(
+                {
+                    "id": raw.id or new_id("cmp"),
+                    "type": "compaction",
+                    "encrypted_content": raw.encrypted_content,
+                    **({"created_by": raw.created_by} if raw.created_by else {}),
+                }
+            )
         elif isinstance(raw, ReasoningItem):
             item = raw.model_dump(exclude_none=True)
             item["id"] = raw.id or new_id("rs")
@@ -131,46 +149,78 @@ def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return out
 
 
+Unseal = Callable[[Item], str]
+"""The text a sealed item (compaction) stands for; raises 400 for a bad token."""
+
+
 def to_chat_messages(
-    items: Iterable[Item], prefix: Sequence[ChatMessage] = ()
+    items: Iterable[Item],
+    prefix: Sequence[ChatMessage] = (),
+    counts: list[int] | None = None,
+    unseal: Unseal | None = None,
 ) -> list[ChatMessage]:
     """Render items after an already rendered `prefix`.
 
     Function calls join the assistant turn they belong to. Messages of `prefix` are
-    shared with cached contexts, so they are replaced, never mutated.
+    shared with cached contexts, so they are replaced, never mutated. `counts`, when
+    given, runs parallel to the messages and is extended with how many items each new
+    message stands for (an item without a message of its own counts toward the next
+    one), so truncation can report whole items.
     """
     messages: list[ChatMessage] = list(prefix)
+    pending = 0
     for item in items:
-        kind = item["type"]
-        if kind == "message":
-            role = "system" if item["role"] == "developer" else item["role"]
-            if role == "assistant":
-                messages.append({"role": "assistant", "content": _text_of(item["content"])})
-            else:
-                messages.append({"role": role, "content": _user_content(item["content"])})
-        elif kind == "function_call":
-            call = {
-                "id": item["call_id"],
-                "type": "function",
-                "function": {"name": item["name"], "arguments": item["arguments"]},
-            }
-            last = messages[-1] if messages else None
-            if (
-                last is not None
-                and last["role"] == "assistant"
-                and ("tool_calls" in last or last.get("content"))
-            ):
-                messages[-1] = {**last, "tool_calls": [*last.get("tool_calls", ()), call]}
-            else:
-                # "" rather than null: some servers reject null content and some chat
-                # templates index `message.content` unconditionally.
-                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
-        elif kind == "function_call_output":
-            output = item["output"]
-            content = output if isinstance(output, str) else _text_of(output)
-            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": content})
-        # Reasoning items are not replayed to the model (see README: reasoning).
+        last = messages[-1] if messages else None
+        _render(item, messages, unseal)
+        if counts is None:
+            continue
+        pending += 1
+        if len(counts) < len(messages):
+            counts.append(pending)
+            pending = 0
+        elif messages and messages[-1] is not last:  # joined the previous message
+            counts[-1] += pending
+            pending = 0
+    if counts and pending:
+        counts[-1] += pending
     return messages
+
+
+def _render(item: Item, messages: list[ChatMessage], unseal: Unseal | None) -> None:
+    kind = item["type"]
+    if kind == "message":
+        role = "system" if item["role"] == "developer" else item["role"]
+        if role == "assistant":
+            messages.append({"role": "assistant", "content": _text_of(item["content"])})
+        else:
+            messages.append({"role": role, "content": _user_content(item["content"])})
+    elif kind == "function_call":
+        call = {
+            "id": item["call_id"],
+            "type": "function",
+            "function": {"name": item["name"], "arguments": item["arguments"]},
+        }
+        last = messages[-1] if messages else None
+        if (
+            last is not None
+            and last["role"] == "assistant"
+            and ("tool_calls" in last or last.get("content"))
+        ):
+            messages[-1] = {**last, "tool_calls": [*last.get("tool_calls", ()), call]}
+        else:
+            # "" rather than null: some servers reject null content and some chat
+            # templates index `message.content` unconditionally.
+            messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+    elif kind == "function_call_output":
+        output = item["output"]
+        content = output if isinstance(output, str) else _text_of(output)
+        messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": content})
+    elif kind == "compaction":
+        if unseal is None:
+            raise RuntimeError("a compaction item needs an unseal function")
+        summary = unseal(item)
+        messages.append({"role": "assistant", "content": f"{COMPACTION_PREFIX}{summary}"})
+    # Reasoning items are not replayed to the model (see README: reasoning).
 
 
 def with_instructions(

@@ -21,14 +21,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from responsed.engines.base import ChatMessage
-from responsed.runtime.context import to_chat_messages
+from responsed.runtime.context import Unseal, to_chat_messages
 
-__all__ = ["Context", "ContextCache"]
+__all__ = ["Context", "ContextCache", "content_chars"]
 
 Item = dict[str, Any]
 
-_REF_BYTES = 8  # one tuple slot
+_REF_BYTES = 16  # a slot in `messages` and one in `counts`
 _MESSAGE_BYTES = 400  # a message dict and its small strings, beyond its text
+
+
+def content_chars(message: ChatMessage) -> int:
+    content = message.get("content")
+    if isinstance(content, str):
+        chars = len(content)
+    else:
+        chars = sum(len(str(part.get("text", ""))) for part in content or ())
+    for call in message.get("tool_calls") or ():
+        chars += len(call["function"]["name"]) + len(call["function"]["arguments"])
+    return chars
 
 
 def _message_bytes(message: ChatMessage) -> int:
@@ -39,22 +50,28 @@ def _message_bytes(message: ChatMessage) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """A chain's rendering and the tool calls it made; `size` estimates its bytes."""
+    """A chain's rendering and the tool calls it made; `size` estimates its bytes.
+
+    `counts[i]` is the number of items `messages[i]` stands for (see to_chat_messages).
+    """
 
     messages: tuple[ChatMessage, ...] = ()
     call_ids: frozenset[str] = frozenset()
     size: int = 0
+    counts: tuple[int, ...] = ()
+    chars: int = 0  # characters of text content, for token estimates
 
     @classmethod
-    def of(cls, items: Iterable[Item]) -> Context:
-        return cls().extend(items)
+    def of(cls, items: Iterable[Item], unseal: Unseal | None = None) -> Context:
+        return cls().extend(items, unseal)
 
-    def extend(self, items: Iterable[Item]) -> Context:
+    def extend(self, items: Iterable[Item], unseal: Unseal | None = None) -> Context:
         new = list(items)
         if not new:
             return self
         calls = {i["call_id"] for i in new if i["type"] == "function_call"}
-        messages = to_chat_messages(new, self.messages)
+        counts = list(self.counts)
+        messages = to_chat_messages(new, self.messages, counts, unseal)
         # Messages past the prefix are new, and so is the prefix's last one if a
         # function call replaced it with a copy.
         start = len(self.messages)
@@ -63,10 +80,15 @@ class Context:
         fresh = messages[start:]
         size = self.size + _REF_BYTES * (len(messages) - len(self.messages))
         size += sum(_message_bytes(m) for m in fresh)
+        chars = self.chars + sum(content_chars(m) for m in fresh)
+        if start < len(self.messages):  # the prefix's last message was replaced
+            chars -= content_chars(self.messages[start])
         return Context(
             tuple(messages),
             self.call_ids | calls if calls else self.call_ids,
             size,
+            tuple(counts),
+            chars,
         )
 
 

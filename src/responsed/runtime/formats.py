@@ -1,16 +1,22 @@
-"""`text.format` → the engine's Chat Completions `response_format`."""
+"""`text.format` → the engine's Chat Completions `response_format`.
+
+A `json_schema` format with `strict: true` must be in the Structured Outputs subset, as
+on the hosted API (a 400 naming the schema path otherwise); a non-strict one (`strict`
+false or absent, the Responses API's default for `text.format`) is passed on unchecked.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from responsed.protocol.errors import invalid_request
-from responsed.protocol.request import CreateResponseRequest
+from responsed.protocol.request import ContextFields
+from responsed.protocol.strict_schema import check_strict_schema
 
 __all__ = ["response_format"]
 
 
-def response_format(request: CreateResponseRequest) -> dict[str, Any] | None:
+def response_format(request: ContextFields) -> dict[str, Any] | None:
     fmt = request.text.format if request.text else None
     if fmt is None or fmt.type == "text":
         return None
@@ -22,6 +28,10 @@ def response_format(request: CreateResponseRequest) -> dict[str, Any] | None:
             f"Missing required parameter: '{missing}'.",
             param=missing,
             code="missing_required_parameter",
+        )
+    if fmt.strict:
+        check_strict_schema(
+            fmt.schema_, param="text.format.schema", owner=f"response_format '{fmt.name}'"
         )
     schema: dict[str, Any] = {"name": fmt.name, "schema": fmt.schema_, "strict": bool(fmt.strict)}
     if fmt.description:

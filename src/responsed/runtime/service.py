@@ -26,16 +26,25 @@ from responsed.engines.base import (
 from responsed.engines.registry import ModelRegistry
 from responsed.protocol.errors import APIError, invalid_request, not_found
 from responsed.protocol.ids import new_id
-from responsed.protocol.request import CreateResponseRequest
+from responsed.protocol.request import (
+    CompactRequest,
+    ContextFields,
+    CreateResponseRequest,
+    InputTokensRequest,
+)
 from responsed.protocol.response import new_response
-from responsed.runtime.context import normalize_input, with_instructions
+from responsed.protocol.strict_schema import validate_output
+from responsed.runtime.compaction import summarize
+from responsed.runtime.context import normalize_input
 from responsed.runtime.context_cache import Context, ContextCache
 from responsed.runtime.formats import response_format
+from responsed.runtime.sealing import Sealer
 from responsed.runtime.tools import offered_tools
 from responsed.runtime.translator import Event, Translator
+from responsed.runtime.truncation import count, fit
 from responsed.store.base import ResponseRecord, ResponseStore
 
-__all__ = ["ResponseRun", "ResponseService"]
+__all__ = ["Prepared", "ResponseRun", "ResponseService"]
 
 
 @dataclass(slots=True)
@@ -50,6 +59,10 @@ class ResponseRun:
     project_id: str
     context: Context
     contexts: ContextCache
+    # The strict `text.format` schema (name, schema) the answer must validate against.
+    schema: tuple[str, dict[str, Any]] | None = None
+    max_calls: int | None = None
+    sent: dict[str, Any] | None = None  # what truncation left out, stored with the response
     error: EngineError | None = field(default=None)
     _deltas: AsyncGenerator[Delta, None] | None = field(default=None)
     _first: Delta | None = field(default=None)
@@ -67,6 +80,7 @@ class ResponseRun:
                 status=self.response["status"],
                 body=self.response,
                 input_items=self.input_items,
+                sent=self.sent,
             )
         )
         self.contexts.put(
@@ -101,7 +115,7 @@ class ResponseRun:
         self._deltas = deltas
 
     async def events(self) -> AsyncIterator[Event]:
-        translator = Translator(self.response)
+        translator = Translator(self.response, max_calls=self.max_calls)
         for event in translator.start():
             yield event
         for event in translator.in_progress():
@@ -116,6 +130,8 @@ class ResponseRun:
                 delta = self._first
                 while delta is not None:
                     if isinstance(delta, Finish):
+                        if delta.reason == "stop":
+                            self._check_output(translator)
                         closing = translator.finish(delta)
                         break
                     for event in translator.feed(delta):
@@ -142,6 +158,23 @@ class ResponseRun:
         for event in closing:
             yield event
 
+    def _check_output(self, translator: Translator) -> None:
+        """Under a strict schema, an answer that does not validate fails the response
+        (only upstreams can produce one; the built-in engine decodes under a grammar)."""
+        if self.schema is None:
+            return
+        text = translator.output_text()
+        if text is None:
+            return
+        name, schema = self.schema
+        problem = validate_output(schema, text)
+        if problem is not None:
+            raise EngineError(
+                f"The model's output does not match the JSON schema '{name}': {problem}",
+                status=502,
+                code="invalid_model_output",
+            )
+
     async def collect(self) -> dict[str, Any]:
         """Run to the end and return the final Response (non-streaming mode)."""
         async for _ in self.events():
@@ -151,10 +184,25 @@ class ResponseRun:
         return self.response
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request's model input, fitted to the window; what every endpoint starts from."""
+
+    engine: Engine
+    request: EngineRequest
+    input_items: list[dict[str, Any]]
+    context: Context  # the whole context, before truncation
+    dropped_items: int
+    input_tokens: int | None
+
+
 class ResponseService:
-    def __init__(self, models: ModelRegistry, store: ResponseStore) -> None:
+    def __init__(
+        self, models: ModelRegistry, store: ResponseStore, sealer: Sealer | None = None
+    ) -> None:
         self.models = models
         self.store = store
+        self.sealer = sealer
         self.contexts = ContextCache()
 
     def _engine(self, model: str) -> Engine:
@@ -167,9 +215,64 @@ class ResponseService:
             )
         return engine
 
-    async def create(self, request: CreateResponseRequest, project_id: str) -> ResponseRun:
+    def _unseal(self, item: dict[str, Any]) -> str:
+        if self.sealer is None:
+            raise invalid_request(
+                "This server has no key to open encrypted content.",
+                param="input",
+                code="invalid_encrypted_content",
+            )
+        payload = self.sealer.unseal("compaction", item["encrypted_content"], param="input")
+        return str(payload.get("summary", ""))
+
+    async def _prepare(self, request: ContextFields, project_id: str, **options: Any) -> Prepared:
         """Everything that can be refused is refused here, before any event is sent."""
         engine = self._engine(request.model)
+        if request.conversation is not None:
+            raise invalid_request(
+                "conversations are not supported by this server yet.",
+                param="conversation",
+                code="unsupported_value",
+            )
+        tools, choice = offered_tools(request)
+        input_items = normalize_input(request.input)
+        history = Context()
+        if request.previous_response_id:
+            history = await self._history(project_id, request.previous_response_id)
+        _check_call_outputs(input_items, history.call_ids)
+        context = history.extend(input_items, self._unseal)
+        if not engine.capabilities.images and _has_images(input_items):
+            raise invalid_request(
+                f"The model '{request.model}' does not accept image inputs.",
+                param="input",
+                code="unsupported_value",
+            )
+        base = EngineRequest(
+            messages=[],
+            tools=tools,
+            tool_choice=choice,
+            parallel_tool_calls=request.parallel_tool_calls is not False,
+            response_format=response_format(request),
+            prompt_cache_key=request.prompt_cache_key,
+            **options,
+        )
+        fitted = await fit(
+            engine,
+            base,
+            context,
+            request.instructions,
+            truncation=request.truncation or "disabled",
+        )
+        return Prepared(
+            engine,
+            fitted.request,
+            input_items,
+            context,
+            fitted.dropped_items,
+            fitted.input_tokens,
+        )
+
+    async def create(self, request: CreateResponseRequest, project_id: str) -> ResponseRun:
         if request.background:
             raise invalid_request(
                 "background mode is not supported by this server yet.",
@@ -183,52 +286,87 @@ class ResponseService:
                 param="prompt",
                 code="unsupported_value",
             )
-        if request.conversation is not None:
-            raise invalid_request(
-                "conversations are not supported by this server yet.",
-                param="conversation",
-                code="unsupported_value",
-            )
-        tools, choice = offered_tools(request)
-        input_items = normalize_input(request.input)
-        history = Context()
-        if request.previous_response_id:
-            history = await self._history(project_id, request.previous_response_id)
-        _check_call_outputs(input_items, history.call_ids)
-        context = history.extend(input_items)
-        if not engine.capabilities.images and _has_images(input_items):
-            raise invalid_request(
-                f"The model '{request.model}' does not accept image inputs.",
-                param="input",
-                code="unsupported_value",
-            )
-        engine_request = EngineRequest(
-            messages=with_instructions(request.instructions, context.messages),
-            tools=tools,
-            tool_choice=choice,
-            parallel_tool_calls=request.parallel_tool_calls is not False,
+        logprobs = "message.output_text.logprobs" in (request.include or ())
+        prepared = await self._prepare(
+            request,
+            project_id,
             temperature=request.temperature,
             top_p=request.top_p,
             max_output_tokens=request.max_output_tokens,
-            response_format=response_format(request),
             user=request.safety_identifier or request.user,
-            prompt_cache_key=request.prompt_cache_key,
+            top_logprobs=(request.top_logprobs or 0) if logprobs else None,
         )
         response = new_response(
             request, response_id=new_id("resp"), created_at=int(time.time()), status="in_progress"
         )
+        max_calls = request.max_tool_calls
+        if request.parallel_tool_calls is False:
+            max_calls = 1
         run = ResponseRun(
-            engine,
-            engine_request,
+            prepared.engine,
+            prepared.request,
             response,
-            input_items,
+            prepared.input_items,
             self.store,
             project_id,
-            context,
+            prepared.context,
             self.contexts,
+            schema=strict_schema_of(request),
+            max_calls=max_calls,
+            sent={"dropped_items": prepared.dropped_items} if prepared.dropped_items else None,
         )
         await run.start()
         return run
+
+    async def input_tokens(self, request: InputTokensRequest, project_id: str) -> dict[str, Any]:
+        prepared = await self._prepare(request, project_id)
+        tokens = prepared.input_tokens
+        if tokens is None:
+            tokens = await count(prepared.engine, prepared.request)
+        return {"object": "response.input_tokens", "input_tokens": tokens}
+
+    async def compact(self, request: CompactRequest, project_id: str) -> dict[str, Any]:
+        if self.sealer is None:
+            raise invalid_request("This server has no key to seal compacted content.")
+        fields = ContextFields(
+            model=request.model,
+            input=request.input,
+            instructions=request.instructions,
+            previous_response_id=request.previous_response_id,
+            prompt_cache_key=request.prompt_cache_key,
+            truncation="auto",
+        )
+        prepared = await self._prepare(fields, project_id)
+        items = await self._chain_and_input(project_id, request.previous_response_id)
+        items.extend(prepared.input_items)
+        try:
+            summary, usage = await summarize(prepared.engine, prepared.request)
+        except UnsupportedFeature as exc:
+            raise invalid_request(exc.message, param=exc.param) from None
+        except EngineError as exc:
+            raise _as_api_error(exc) from None
+        compaction = {
+            "id": new_id("cmp"),
+            "type": "compaction",
+            "encrypted_content": self.sealer.seal("compaction", {"summary": summary}),
+            "created_by": request.model,
+        }
+        kept = [i for i in items if i["type"] == "message" and i["role"] == "user"]
+        return {
+            "id": new_id("resp"),
+            "object": "response.compaction",
+            "created_at": int(time.time()),
+            "output": [*kept, compaction],
+            "usage": usage,
+        }
+
+    async def _chain_and_input(
+        self, project_id: str, previous_response_id: str | None
+    ) -> list[dict[str, Any]]:
+        if not previous_response_id:
+            return []
+        chain = await self.store.chain_items(project_id, previous_response_id)
+        return list(chain or ())
 
     async def _history(self, project_id: str, response_id: str) -> Context:
         """The previous response's context: cached, or the chain read in one query."""
@@ -241,7 +379,7 @@ class ResponseService:
                     param="previous_response_id",
                     code="previous_response_not_found",
                 )
-            history = Context.of(chain)
+            history = Context.of(chain, self._unseal)
             self.contexts.put(project_id, response_id, history)
         return history
 
@@ -325,6 +463,13 @@ def _check_call_outputs(items: list[dict[str, Any]], earlier_calls: frozenset[st
                 f"No tool call found for function call output with call_id {item['call_id']}.",
                 param="input",
             )
+
+
+def strict_schema_of(request: CreateResponseRequest) -> tuple[str, dict[str, Any]] | None:
+    fmt = request.text.format if request.text else None
+    if fmt is None or fmt.type != "json_schema" or not fmt.strict or fmt.schema_ is None:
+        return None
+    return fmt.name or "response", fmt.schema_
 
 
 def _has_images(items: list[dict[str, Any]]) -> bool:

@@ -1,4 +1,11 @@
-"""Request tools and tool_choice → what the engine is offered."""
+"""Request tools and tool_choice → what the engine is offered.
+
+Function tools follow the hosted Responses API's strict mode: `strict: true` parameters
+must be in the Structured Outputs subset (a 400 naming the schema path otherwise);
+`strict` left unset means "strict when the schema can be made so": every object is
+closed and every property required, and the tool falls back to non-strict when that
+is not enough; `strict: false` is passed on as it is.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +15,16 @@ from responsed.engines.base import FunctionSpec, ToolChoice
 from responsed.protocol.errors import invalid_request
 from responsed.protocol.request import (
     AllowedTools,
-    CreateResponseRequest,
+    ContextFields,
     FunctionChoice,
     FunctionTool,
 )
+from responsed.protocol.strict_schema import check_strict_schema, strict_normalized
 
 __all__ = ["offered_tools"]
 
 
-def offered_tools(request: CreateResponseRequest) -> tuple[list[FunctionSpec], ToolChoice]:
+def offered_tools(request: ContextFields) -> tuple[list[FunctionSpec], ToolChoice]:
     """Function tools the engine may call and the choice that constrains them.
 
     Hosted tool types are refused with a clear 400 until they are implemented, rather
@@ -30,7 +38,7 @@ def offered_tools(request: CreateResponseRequest) -> tuple[list[FunctionSpec], T
                 param=f"tools[{index}].type",
                 code="unsupported_value",
             )
-        functions.append(FunctionSpec(tool.name, tool.description, tool.parameters, tool.strict))
+        functions.append(_function_spec(index, tool))
     names = {f.name for f in functions}
     choice: Any = request.tool_choice or "auto"
     if isinstance(choice, str):
@@ -62,3 +70,19 @@ def offered_tools(request: CreateResponseRequest) -> tuple[list[FunctionSpec], T
         param="tool_choice",
         code="unsupported_value",
     )
+
+
+def _function_spec(index: int, tool: FunctionTool) -> FunctionSpec:
+    if tool.strict:
+        check_strict_schema(
+            tool.parameters,
+            param=f"tools[{index}].parameters",
+            owner=f"function '{tool.name}'",
+            code="invalid_function_parameters",
+        )
+        return FunctionSpec(tool.name, tool.description, tool.parameters, True)
+    if tool.strict is None and tool.parameters is not None:
+        normalized = strict_normalized(tool.parameters)
+        if normalized is not None:
+            return FunctionSpec(tool.name, tool.description, normalized, True)
+    return FunctionSpec(tool.name, tool.description, tool.parameters, tool.strict)

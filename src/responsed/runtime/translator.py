@@ -17,20 +17,24 @@ from responsed.engines.base import (
     ReasoningDelta,
     RefusalDelta,
     TextDelta,
+    TokenLogprob,
     ToolCallDelta,
     Usage,
 )
 from responsed.protocol.ids import new_id
 from responsed.protocol.response import usage_object
 
-__all__ = ["Event", "Translator"]
+__all__ = ["Event", "Translator", "usage_of"]
 
 Event = dict[str, Any]
 
 
 class Translator:
-    def __init__(self, response: dict[str, Any]) -> None:
+    def __init__(self, response: dict[str, Any], *, max_calls: int | None = None) -> None:
         self.response = response
+        self._max_calls = max_calls  # later calls are dropped (parallel_tool_calls, cap)
+        self._dropped: set[int] = set()
+        self._logprobs: list[dict[str, Any]] = []  # of the open output_text part
         self.output: list[dict[str, Any]] = response["output"]
         self._seq = 0
         self._open: dict[str, Any] | None = None  # the item being generated
@@ -100,6 +104,7 @@ class Translator:
         message["content"].append(part)
         self._part = part
         self._pieces = []
+        self._logprobs = []
         self._where = {
             "item_id": message["id"],
             "output_index": len(self.output) - 1,
@@ -110,8 +115,26 @@ class Translator:
 
     def _join_part(self) -> None:
         part = self._part
-        if part is not None:
-            part["text" if part["type"] == "output_text" else "refusal"] = "".join(self._pieces)
+        if part is None:
+            return
+        if part["type"] == "output_text":
+            part["text"] = "".join(self._pieces)
+            part["logprobs"] = self._logprobs
+        else:
+            part["refusal"] = "".join(self._pieces)
+
+    def output_text(self) -> str | None:
+        """The answer's text so far; None if the model refused or only called tools."""
+        texts: list[str] = []
+        for item in self.output:
+            for part in item.get("content") or () if item["type"] == "message" else ():
+                if part["type"] == "refusal":
+                    return None
+                if part is self._part:
+                    texts.append("".join(self._pieces))
+                else:
+                    texts.append(part["text"])
+        return "".join(texts) if texts else None
 
     def _close_part(self, events: list[Event]) -> None:
         part, message = self._part, self._open
@@ -121,7 +144,12 @@ class Translator:
         where = self._where
         if part["type"] == "output_text":
             events.append(
-                self._event("response.output_text.done", **where, text=part["text"], logprobs=[])
+                self._event(
+                    "response.output_text.done",
+                    **where,
+                    text=part["text"],
+                    logprobs=part["logprobs"],
+                )
             )
         else:
             events.append(self._event("response.refusal.done", **where, refusal=part["refusal"]))
@@ -168,6 +196,9 @@ class Translator:
                 if part is None or part["type"] != "output_text":
                     self._ensure_part(events, "output_text")
                 self._pieces.append(delta.text)
+                logprobs = [] if delta.logprobs is None else _logprob_entries(delta.logprobs)
+                if logprobs:
+                    self._logprobs.extend(logprobs)
                 # The per-token hot path: one dict literal, no helper calls.
                 seq = self._seq
                 self._seq = seq + 1
@@ -177,7 +208,7 @@ class Translator:
                         "sequence_number": seq,
                         **self._where,
                         "delta": delta.text,
-                        "logprobs": [],
+                        "logprobs": logprobs,
                     }
                 )
         elif isinstance(delta, RefusalDelta):
@@ -230,6 +261,11 @@ class Translator:
     def _feed_call(self, events: list[Event], delta: ToolCallDelta) -> None:
         item = self._calls.get(delta.index)
         if item is None:
+            if delta.index in self._dropped or (
+                self._max_calls is not None and len(self._calls) >= self._max_calls
+            ):
+                self._dropped.add(delta.index)
+                return
             self._close_open(events, "completed")
             item = {
                 "id": new_id("fc"),
@@ -271,7 +307,7 @@ class Translator:
             self.response["incomplete_details"] = {"reason": reason}
         else:
             self.response["status"] = "completed"
-        self.response["usage"] = _usage(finish.usage)
+        self.response["usage"] = usage_of(finish.usage)
         self.response["completed_at"] = int(time.time())
         events.append(self._event(f"response.{self.response['status']}", response=self._snapshot()))
         self.finished = True
@@ -295,6 +331,21 @@ class Translator:
         self.finished = True
 
 
+def _logprob_entries(tokens: tuple[TokenLogprob, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "token": t.token,
+            "logprob": t.logprob,
+            "bytes": list(t.bytes),
+            "top_logprobs": [
+                {"token": token, "logprob": logprob, "bytes": list(raw)}
+                for token, logprob, raw in t.top
+            ],
+        }
+        for t in tokens
+    ]
+
+
 def _copy_item(item: dict[str, Any]) -> dict[str, Any]:
     copy = dict(item)
     if "content" in copy and isinstance(copy["content"], list):
@@ -302,7 +353,7 @@ def _copy_item(item: dict[str, Any]) -> dict[str, Any]:
     return copy
 
 
-def _usage(usage: Usage | None) -> dict[str, Any]:
+def usage_of(usage: Usage | None) -> dict[str, Any]:
     if usage is None:
         return usage_object(0, 0)
     return usage_object(

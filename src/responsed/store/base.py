@@ -28,6 +28,9 @@ class ResponseRecord:
     status: str
     body: dict[str, Any]
     input_items: list[Item] = field(default_factory=list)
+    # What the model was sent when it was not the whole context (truncation="auto"):
+    # {"dropped_items": N}, the number of oldest context items left out.
+    sent: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,10 @@ class ResponseStore(Protocol):
         """
 
     async def get_response(self, project_id: str, response_id: str) -> dict[str, Any] | None: ...
+
+    async def get_sent(self, project_id: str, response_id: str) -> dict[str, Any] | None:
+        """`ResponseRecord.sent` of a stored response (None: the whole context, or no
+        such response)."""
 
     async def delete_response(self, project_id: str, response_id: str) -> bool: ...
 

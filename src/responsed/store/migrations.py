@@ -51,6 +51,11 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 ON responses (project_id, id, previous_response_id)""",
         ),
     ),
+    (
+        3,
+        # What the model was sent when truncation left part of the context out (JSON).
+        ("ALTER TABLE responses ADD COLUMN sent TEXT",),
+    ),
 )
 """(version, statements) in ascending order; add a migration by appending one entry."""
 

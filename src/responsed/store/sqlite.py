@@ -41,10 +41,11 @@ _CHECKPOINT_EVERY = 200  # write transactions; ~1000 WAL pages is SQLite's own d
 _CURSOR_MAX = 2**62
 
 _INSERT_RESPONSE = """
-INSERT INTO responses (project_id, id, previous_response_id, created_at, status, body)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO responses (project_id, id, previous_response_id, created_at, status, body, sent)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (project_id, id) DO NOTHING
 """
+_GET_SENT = "SELECT sent FROM responses WHERE project_id = ? AND id = ?"
 _UPDATE_RESPONSE = "UPDATE responses SET status = ?, body = ? WHERE project_id = ? AND id = ?"
 _DELETE_OUTPUTS = (
     "DELETE FROM response_items WHERE project_id = ? AND response_id = ? AND kind = 'output'"
@@ -247,7 +248,15 @@ class SQLiteResponseStore:
             def tx(conn: sqlite3.Connection) -> None:
                 cur = conn.execute(
                     _INSERT_RESPONSE,
-                    (p, rid, record.previous_response_id, record.created_at, record.status, body),
+                    (
+                        p,
+                        rid,
+                        record.previous_response_id,
+                        record.created_at,
+                        record.status,
+                        body,
+                        None if record.sent is None else orjson.dumps(record.sent),
+                    ),
                 )
                 if cur.rowcount == 1:
                     # First insert: input items are immutable from here on.
@@ -285,6 +294,16 @@ class SQLiteResponseStore:
                 return None
             body: dict[str, Any] = orjson.loads(row[0])
             return body
+
+        return await self._read(work)
+
+    async def get_sent(self, project_id: str, response_id: str) -> dict[str, Any] | None:
+        def work(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            row = conn.execute(_GET_SENT, (project_id, response_id)).fetchone()
+            if row is None or row[0] is None:
+                return None
+            sent: dict[str, Any] = orjson.loads(row[0])
+            return sent
 
         return await self._read(work)
 
