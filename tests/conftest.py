@@ -96,6 +96,13 @@ upstream_model = "scripted"
 vision = true
 
 [[models]]
+name = "scripted-window"
+engine = "openai"
+base_url = "{upstream_url}"
+upstream_model = "scripted"
+context_window = 200
+
+[[models]]
 name = "unreachable"
 engine = "openai"
 base_url = "{dead_url}"

@@ -41,8 +41,17 @@ def _echo_text(text: TextConfig | None) -> dict[str, Any]:
     fmt: dict[str, Any] = {"type": "text"}
     verbosity = "medium"
     if text is not None:
-        if text.format is not None:
-            fmt = text.format.model_dump(by_alias=True, exclude_none=True)
+        if text.format is not None and text.format.type == "json_schema":
+            # The Open Responses document echoes a JSON-schema format without its schema.
+            fmt = {
+                "type": "json_schema",
+                "name": text.format.name,
+                "description": text.format.description,
+                "schema": None,
+                "strict": bool(text.format.strict),
+            }
+        elif text.format is not None:
+            fmt = {"type": text.format.type}
         verbosity = text.verbosity or verbosity
     return {"format": fmt, "verbosity": verbosity}
 

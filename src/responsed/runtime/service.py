@@ -225,7 +225,9 @@ class ResponseService:
         payload = self.sealer.unseal("compaction", item["encrypted_content"], param="input")
         return str(payload.get("summary", ""))
 
-    async def _prepare(self, request: ContextFields, project_id: str, **options: Any) -> Prepared:
+    async def _prepare(
+        self, request: ContextFields, project_id: str, *, refuse: bool = True, **options: Any
+    ) -> Prepared:
         """Everything that can be refused is refused here, before any event is sent."""
         engine = self._engine(request.model)
         if request.conversation is not None:
@@ -262,6 +264,7 @@ class ResponseService:
             context,
             request.instructions,
             truncation=request.truncation or "disabled",
+            refuse=refuse,
         )
         return Prepared(
             engine,
@@ -319,7 +322,7 @@ class ResponseService:
         return run
 
     async def input_tokens(self, request: InputTokensRequest, project_id: str) -> dict[str, Any]:
-        prepared = await self._prepare(request, project_id)
+        prepared = await self._prepare(request, project_id, refuse=False)
         tokens = prepared.input_tokens
         if tokens is None:
             tokens = await count(prepared.engine, prepared.request)

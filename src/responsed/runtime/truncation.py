@@ -1,9 +1,10 @@
 """Fitting a context into the model's window: refuse it, or drop its oldest items.
 
 `truncation: "disabled"` refuses an input that does not fit with 400
-`context_length_exceeded` before anything is generated. `"auto"` drops whole oldest
-messages — and so whole items: a function call's output never survives its call — but
-never the `instructions`, until the input fits with room to answer.
+`context_length_exceeded` before anything is generated. `"auto"` drops the oldest
+whole turns — whole items, starting at a user message, so a function call's output
+never survives its call — but never the `instructions`, until the input fits with room
+to answer.
 
 Token counts come from the engine (the built-in one tokenizes exactly as it will
 generate); engines without a tokenizer get an estimate of about four characters a
@@ -65,9 +66,13 @@ def _exceeded(tokens: int, window: int) -> APIError:
 
 
 def _cuts(messages: tuple[ChatMessage, ...]) -> list[int]:
-    """Where the kept window may start: never at a tool output (its call would be
-    gone), and never past the last message (the turn being answered)."""
-    return [i for i in range(len(messages)) if messages[i]["role"] != "tool"]
+    """Where the kept window may start: at a user turn, so that it opens the way chat
+    templates expect and a function call is never parted from its output (failing
+    that, anywhere but at a tool output)."""
+    turns = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if len(turns) > 1:
+        return [0, *turns] if turns[0] else turns
+    return [i for i, m in enumerate(messages) if m["role"] != "tool"]
 
 
 async def fit(
@@ -77,15 +82,19 @@ async def fit(
     instructions: str | None,
     *,
     truncation: str,
+    refuse: bool = True,
 ) -> Fitted:
-    """`request` with the context's messages (after `instructions`) made to fit."""
+    """`request` with the context's messages (after `instructions`) made to fit.
+
+    `refuse=False` (counting tokens) reports an input that does not fit instead of
+    refusing it."""
     window = engine.context_window
     full = replace(request, messages=with_instructions(instructions, context.messages))
     if window is None:
         return Fitted(full, 0, None)
     tokens = await count(engine, full)
     if truncation != "auto":
-        if tokens >= window:
+        if tokens >= window and refuse:
             raise _exceeded(tokens, window)
         return Fitted(full, 0, tokens)
     reserve = request.max_output_tokens or min(_MAX_ANSWER_RESERVE, window // _ANSWER_SHARE)
@@ -112,7 +121,7 @@ async def fit(
         # Even the last turn alone leaves no room to answer; send it if it fits at all.
         cut = cuts[-1] if cuts else 0
         candidate, n = await attempt(cut)
-        if n >= window:
+        if n >= window and refuse:
             raise _exceeded(n, window)
         best = (cut, candidate, n)
     cut, candidate, n = best
