@@ -37,6 +37,7 @@ bench: install
 	$(PY) bench/overhead.py
 	$(PY) bench/chain.py
 	$(PY) bench/builtin.py
+	$(PY) bench/kv_cache.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -55,6 +55,9 @@ def _config(**overrides: Any) -> ModelConfig:
         "engine": "llamacpp",
         "path": str(builtin_model_path()),
         "n_ctx": 2048,
+        # One thread: two spin-waiting ggml threads crawl when other processes share
+        # the cores (tests often run side by side).
+        "n_threads": 1,
     }
     return ModelConfig(**(fields | overrides))
 
@@ -213,16 +216,16 @@ async def test_concurrent_requests_queue_without_interleaving(
     emitted: dict[tuple[int, ...], list[str]] = {}
     generate = engine._generate
 
-    def spy(llama: Any, plan: Any, emit: Callable[[str], None], cancel: Any) -> Any:
+    def spy(llama: Any, plan: Any, emit: Callable[[str, Any], None], cancel: Any) -> Any:
         nonlocal active, peak
         with lock:
             active += 1
             peak = max(peak, active)
         pieces = emitted.setdefault(tuple(plan.tokens), [])
 
-        def record(text: str) -> None:
+        def record(text: str, logprobs: Any) -> None:
             pieces.append(text)
-            emit(text)
+            emit(text, logprobs)
 
         try:
             return generate(llama, plan, record, cancel)

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 from jsonschema import Draft202012Validator
-from openai.types.responses import CompactedResponse, Response, ResponseStreamEvent
+from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012

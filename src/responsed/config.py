@@ -38,6 +38,10 @@ class ModelConfig(BaseModel):
     instances: int = Field(default=1, ge=1)
     max_queue: int = Field(default=64, ge=1)
     chat_format: str | None = None
+    # Reuse KV caches across requests (live and saved states); false re-evaluates every
+    # prompt in full. Saved states are kept within prompt_cache_bytes (LRU).
+    prompt_cache: bool = True
+    prompt_cache_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     # Both.
     context_window: int | None = None
     vision: bool = False
@@ -67,6 +71,9 @@ class Settings(BaseModel):
     builtin_model: bool = True
     models: list[ModelConfig] = Field(default_factory=list)
     api_keys: list[str] = Field(default_factory=list)
+    # Fernet keys sealing encrypted content (compaction, reasoning); the first seals,
+    # all open. Empty: a key generated into the data dir on first run.
+    secret_keys: list[str] = Field(default_factory=list)
     max_body_bytes: int = 32 * 1024 * 1024
     log_level: str = "info"
 
@@ -99,9 +106,10 @@ def _env_overrides() -> dict[str, Any]:
         value = os.environ.get(f"RESPONSED_{key.upper()}")
         if value is not None:
             out[key] = value
-    keys = os.environ.get("RESPONSED_API_KEYS")
-    if keys:
-        out["api_keys"] = [k.strip() for k in keys.split(",") if k.strip()]
+    for name in ("api_keys", "secret_keys"):
+        keys = os.environ.get(f"RESPONSED_{name.upper()}")
+        if keys:
+            out[name] = [k.strip() for k in keys.split(",") if k.strip()]
     return out
 
 

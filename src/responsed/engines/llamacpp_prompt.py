@@ -22,12 +22,14 @@ from responsed.engines.base import (
     FinishReason,
     FunctionSpec,
     TextDelta,
+    TokenLogprob,
     ToolCallDelta,
     UnsupportedFeature,
     Usage,
 )
 
 __all__ = [
+    "TOOL_CALLS_ROOT",
     "TOOL_CALL_CLOSE",
     "TOOL_CALL_OPEN",
     "Mode",
@@ -40,6 +42,7 @@ __all__ = [
     "parse_forced_call",
     "parse_tool_calls",
     "render_messages",
+    "tool_call_gbnf",
 ]
 
 TOOL_CALL_OPEN = "<tool_call>"
@@ -178,6 +181,21 @@ def forced_call_schema(tools: Sequence[FunctionSpec]) -> dict[str, Any]:
     return variants[0] if len(variants) == 1 else {"anyOf": variants}
 
 
+TOOL_CALLS_ROOT = "tool-calls"
+_MORE_PARALLEL_CALLS = 3
+
+
+def tool_call_gbnf(call_gbnf: str, *, parallel: bool) -> str:
+    """Rules, rooted at `TOOL_CALLS_ROOT`, for what follows an opening `<tool_call>`.
+
+    `call_gbnf` is the grammar of one call (rooted at `root`, from `forced_call_schema`);
+    the result closes the tag and, with `parallel`, admits a few more whole calls.
+    """
+    one = f'tool-call-ws root "{TOOL_CALL_CLOSE}"'
+    more = f' ("\\n{TOOL_CALL_OPEN}" {one}){{0,{_MORE_PARALLEL_CALLS}}}' if parallel else ""
+    return f"{call_gbnf}\n{TOOL_CALLS_ROOT} ::= {one}{more}\ntool-call-ws ::= [ \\n]?\n"
+
+
 def _as_call(obj: Any, tools: Sequence[FunctionSpec]) -> ParsedCall | None:
     if not isinstance(obj, dict):
         return None
@@ -244,26 +262,41 @@ class StopScanner:
 
 
 class OutputShaper:
-    """Turns generated text into deltas: plain text, or parsed tool calls."""
+    """Turns generated text into deltas: plain text, or parsed tool calls.
 
-    def __init__(self, mode: Mode, tools: Sequence[FunctionSpec], *, parallel: bool) -> None:
+    With `logprobs`, every text delta carries the log probabilities of its tokens
+    (those of buffered text are buffered with it).
+    """
+
+    def __init__(
+        self, mode: Mode, tools: Sequence[FunctionSpec], *, parallel: bool, logprobs: bool = False
+    ) -> None:
         self._mode, self._tools, self._parallel = mode, tools, parallel
         self._buf = ""
+        self._logprobs: list[TokenLogprob] | None = [] if logprobs else None
         self._state = {"text": "stream", "auto": "undecided", "forced": "collect"}[mode]
 
-    def feed(self, text: str) -> list[Delta]:
+    def feed(self, text: str, logprobs: tuple[TokenLogprob, ...] | None = None) -> list[Delta]:
         if self._state == "stream":
-            return [TextDelta(text)]
+            return [TextDelta(text, logprobs)]
         self._buf += text
+        if self._logprobs is not None and logprobs:
+            self._logprobs.extend(logprobs)
         head = self._buf.lstrip()
         if self._state == "undecided":
             if head.startswith(TOOL_CALL_OPEN):
                 self._state = "collect"
             elif head and not TOOL_CALL_OPEN.startswith(head):
                 self._state = "stream"
-                text, self._buf = self._buf, ""
-                return [TextDelta(text)]
+                return [self._take_text()]
         return []
+
+    def _take_text(self) -> TextDelta:
+        text, self._buf = self._buf, ""
+        if self._logprobs is None:
+            return TextDelta(text)
+        logprobs, self._logprobs = tuple(self._logprobs), []
+        return TextDelta(text, logprobs)
 
     def finish(self, reason: FinishReason, usage: Usage) -> list[Delta]:
         calls = None
@@ -279,7 +312,7 @@ class OutputShaper:
                 for i, (name, args) in enumerate(calls)
             ]
             return [*out, Finish("tool_calls", usage)]
-        text = [TextDelta(self._buf)] if self._buf else []
+        text = [self._take_text()] if self._buf else []
         return [*text, Finish(reason, usage)]
 
 
