@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
 
+import llama_cpp
 import pytest
-from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+from llama_cpp.llama_grammar import json_schema_to_gbnf
+from openai import OpenAI
 
+from responsed.config import builtin_model_path
 from responsed.engines.grammar_schema import for_grammar
 from responsed.protocol.strict_schema import validate_output
 
@@ -22,8 +26,19 @@ def obj(**properties: Any) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _vocab() -> Any:
+    llama = llama_cpp.Llama(model_path=str(builtin_model_path()), vocab_only=True, verbose=False)
+    return llama, llama._model.vocab
+
+
 def compiles(schema: dict[str, Any]) -> None:
-    LlamaGrammar.from_string(json_schema_to_gbnf(json.dumps(schema)), verbose=False)
+    """llama.cpp's own grammar parser accepts the converter's output (the Python-side
+    parser is more lenient, so it is not the judge)."""
+    gbnf = json_schema_to_gbnf(json.dumps(schema)).encode()
+    sampler = llama_cpp.llama_sampler_init_grammar(_vocab()[1], gbnf, b"root")
+    assert sampler, gbnf.decode()
+    llama_cpp.llama_sampler_free(sampler)
 
 
 def test_small_integer_ranges_become_enums() -> None:
@@ -71,8 +86,11 @@ def test_unanchored_patterns_match_anywhere() -> None:
         code={"type": "string", "pattern": "[A-Z]{3}"}, tail={"type": "string", "pattern": "^x"}
     )
     out = for_grammar(schema)["properties"]
-    assert out["code"]["pattern"] == "^.*([A-Z]{3}).*$"
-    assert out["tail"]["pattern"] == "^(x).*$"
+    assert out["code"]["pattern"] == r'^[^"\\]{0,32}([A-Z]{3})[^"\\]{0,32}$'
+    assert out["tail"]["pattern"] == r'^(x)[^"\\]{0,32}$'
+    dotted = for_grammar(obj(v={"type": "string", "pattern": r"^a.[^b]\.$"}))
+    assert dotted["properties"]["v"]["pattern"] == r'^(a[^"\\][^"\\b]\.)$'
+
     compiles(for_grammar(schema))
     anchored = obj(code={"type": "string", "pattern": "^[a-z]+$"})
     assert for_grammar(anchored) == anchored
@@ -84,3 +102,25 @@ def test_root_recursion_is_moved_under_defs() -> None:
     assert "#" not in json.dumps(rewritten).replace('"#/$defs/', "")
     compiles(rewritten)
     assert schema["properties"]["children"]["items"] == {"$ref": "#"}  # input untouched
+
+
+def test_builtin_model_honours_what_the_grammar_could_not(client: OpenAI) -> None:
+    """The built-in model's answers validate where the raw converter would let a bound,
+    a format or an unanchored pattern slip, or refuse a root reference."""
+    schema = obj(
+        stars={"type": "integer", "minimum": 1, "maximum": 5},
+        contact={"type": "string", "format": "email"},
+        code={"type": "string", "pattern": "[A-Z]{3}"},
+        replies={"type": "array", "items": {"$ref": "#"}, "maxItems": 0},
+    )
+    response = client.responses.create(
+        model="smollm2",
+        input="Give the film 100 stars. My name is Tom.",
+        text={
+            "format": {"type": "json_schema", "name": "review", "strict": True, "schema": schema}
+        },
+        max_output_tokens=400,
+        temperature=0,
+    )
+    assert response.status == "completed", response.output_text[:600]
+    assert validate_output(schema, response.output_text) is None

@@ -8,7 +8,9 @@ grammar-constrained output also validates against the original schema:
 - integer ranges of at most `_MAX_ENUM` values → an `enum` of those values;
 - `format` email/hostname/ipv4/ipv6/duration → an anchored `pattern` matching a valid
   subset of the format;
-- unanchored `pattern` p → `^.*(p).*$` (JSON Schema patterns match anywhere);
+- unanchored `pattern` p → `^.{0,32}(p).{0,32}$` (JSON Schema patterns match anywhere),
+  where
+  `.` (and `[^…]`) exclude `"` and `\\` so the string cannot end early;
 - `$ref: "#"` → a reference to a copy of the root under `$defs`.
 
 Anything else the converter cannot express (a float range, an open integer bound) is
@@ -25,14 +27,16 @@ from typing import Any
 __all__ = ["for_grammar"]
 
 _MAX_ENUM = 1000
-_ROOT = "__root__"
+_ROOT = "schema-root"  # a rule name too: GBNF allows letters, digits and "-"
+# `[.]`, not `\.`: the converter copies `\.` into the grammar, where it is no escape.
+# Parts are length-bounded: a small model stuck in a loop must still reach the end.
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?"
+_WORD = r"[A-Za-z0-9_+-]{1,20}"
 _FORMAT_PATTERNS = {
-    "email": r"^[A-Za-z0-9._+-]{1,64}@[A-Za-z0-9-]{1,63}"
-    r"(\.[A-Za-z0-9-]{1,63}){0,4}\.[A-Za-z]{2,12}$",
-    "hostname": rf"^{_LABEL}(\.{_LABEL}){{0,8}}$",
-    "ipv4": rf"^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}$",
+    "email": rf"^{_WORD}([.]{_WORD}){{0,2}}@{_LABEL}([.]{_LABEL}){{0,2}}[.][A-Za-z]{{2,6}}$",
+    "hostname": rf"^{_LABEL}([.]{_LABEL}){{0,4}}$",
+    "ipv4": rf"^{_OCTET}[.]{_OCTET}[.]{_OCTET}[.]{_OCTET}$",
     "ipv6": r"^[0-9a-f]{1,4}(:[0-9a-f]{1,4}){7}$",
     "duration": r"^P([0-9]{1,4}D|T[0-9]{1,4}[HMS]|[0-9]{1,4}DT[0-9]{1,2}H[0-9]{1,2}M[0-9]{1,2}S)$",
 }
@@ -108,10 +112,44 @@ def _integer_range(node: dict[str, Any]) -> list[int] | None:
     return values or None
 
 
+_ANY = r'[^"\\]'
+"""What `.` may match inside a JSON string the grammar writes: the converter's own dot
+admits `"`, which would let the model close the string early and write past it."""
+
+
 def _anchored(pattern: str) -> str:
     start = pattern.startswith("^")
     end = pattern.endswith("$") and not pattern.endswith("\\$")
-    body = pattern[1 if start else 0 : len(pattern) - 1 if end else len(pattern)]
-    if start and end:
+    raw = pattern[1 if start else 0 : len(pattern) - 1 if end else len(pattern)]
+    body = _json_safe(raw)
+    if start and end and body == raw:
         return pattern
-    return f"^{'' if start else '.*'}({body}){'' if end else '.*'}$"
+    # Bounded: a valid subset, and a model stuck in a loop still reaches the end.
+    around = _ANY + "{0,32}"
+    return f"^{'' if start else around}({body}){'' if end else around}$"
+
+
+def _json_safe(pattern: str) -> str:
+    """`.` and negated classes `[^…]` made to exclude `"` and `\\`."""
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if char == "]":
+                in_class = False
+        elif char == "[":
+            in_class = True
+            if pattern.startswith("[^", i):
+                out.append('[^"\\\\')
+                i += 2
+                continue
+        elif char == ".":
+            char = _ANY
+        out.append(char)
+        i += 1
+    return "".join(out)
