@@ -20,20 +20,8 @@ from responsed.runtime.compaction import SUMMARY_REQUEST
 from responsed.runtime.context import COMPACTION_PREFIX
 from responsed.store.sqlite import SQLiteResponseStore
 from scripted_upstream import ScriptedUpstream, Turn
+from test_responses_scripted import WEATHER
 from wire import assert_error, check_response, raw_stream
-
-WEATHER: Any = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "Current weather in a city",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-        "additionalProperties": False,
-    },
-    "strict": True,
-}
 
 
 def sent_record(server: RunningServer, response_id: str) -> dict[str, Any] | None:
@@ -218,12 +206,13 @@ def test_input_tokens_equal_usage_on_the_builtin_model(client: OpenAI) -> None:
     chained = client.responses.input_tokens.count(
         model="smollm2", input="And tomorrow?", previous_response_id=previous
     )
-    follow = client.responses.create(
+    with client.responses.stream(
         model="smollm2",
         input="And tomorrow?",
         previous_response_id=previous,
         max_output_tokens=16,
-    )
+    ) as stream:
+        follow = stream.get_final_response()
     assert follow.usage is not None
     assert chained.input_tokens == follow.usage.input_tokens
 

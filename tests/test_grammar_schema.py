@@ -15,15 +15,7 @@ from openai import OpenAI
 from responsed.config import builtin_model_path
 from responsed.engines.grammar_schema import for_grammar
 from responsed.protocol.strict_schema import validate_output
-
-
-def obj(**properties: Any) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties),
-        "additionalProperties": False,
-    }
+from test_strict_schema import obj
 
 
 @functools.cache
