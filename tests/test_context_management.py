@@ -236,6 +236,19 @@ def test_input_tokens_errors(server: RunningServer) -> None:
 # -- compaction -----------------------------------------------------------------------
 
 
+def test_compact_errors(server: RunningServer, scripted: ScriptedUpstream) -> None:
+    url = f"{server.base_url}/responses/compact"
+    assert_error(httpx.post(url, json={"model": "scripted"}), 400, param="input")
+    assert_error(httpx.post(url, json={"model": "nope", "input": "x"}), 404, param="model")
+    reply = httpx.post(url, json={"model": "scripted", "previous_response_id": "resp_missing"})
+    assert_error(reply, 400, param="previous_response_id")
+    assert_error(httpx.post(url, json={"model": "scripted", "store": True}), 400, param="store")
+    scripted.enqueue(Turn(error_status=500, error_message="summarizer down"))
+    error = assert_error(httpx.post(url, json={"model": "scripted", "input": "x"}), 502)
+    assert "summarizer down" in error["message"]
+    assert len(scripted.requests) == 1
+
+
 # The SDK types a compacted window's user messages as assistant output messages and
 # warns when it serializes them back; the hosted API returns the same shape.
 SDK_SERIALIZER_WARNING = "ignore:Pydantic serializer warnings:UserWarning"

@@ -196,6 +196,10 @@ class ResponseService:
         prepared = await self._prepare(fields, project_id)
         items = await self._chain_and_input(project_id, request.previous_response_id)
         items.extend(prepared.input_items)
+        if not items:
+            raise invalid_request(
+                "Nothing to compact: give 'input' or 'previous_response_id'.", param="input"
+            )
         try:
             summary, usage = await summarize(prepared.engine, prepared.request)
         except UnsupportedFeature as exc:
