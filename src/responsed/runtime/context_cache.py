@@ -16,8 +16,8 @@ from an older turn is a miss, served by the store.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from responsed.engines.base import ChatMessage
@@ -60,6 +60,9 @@ class Context:
     size: int = 0
     counts: tuple[int, ...] = ()
     chars: int = 0  # characters of text content, for token estimates
+    # The reasoning that led to each function call (by call_id), so it can be given
+    # back to the model in the turn that answers the call.
+    reasoning: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, items: Iterable[Item], unseal: Unseal | None = None) -> Context:
@@ -83,13 +86,52 @@ class Context:
         chars = self.chars + sum(content_chars(m) for m in fresh)
         if start < len(self.messages):  # the prefix's last message was replaced
             chars -= content_chars(self.messages[start])
+        reasoning = _reasoning_by_call(new, unseal)
         return Context(
             tuple(messages),
             self.call_ids | calls if calls else self.call_ids,
             size,
             tuple(counts),
             chars,
+            {**self.reasoning, **reasoning} if reasoning else self.reasoning,
         )
+
+    def with_reasoning(self, call_ids: Iterable[str]) -> Context:
+        """This context with the reasoning behind `call_ids` on the assistant turns that
+        made those calls (`reasoning_content`, as reasoning servers accept it back)."""
+        wanted = {c: self.reasoning[c] for c in call_ids if c in self.reasoning}
+        if not wanted:
+            return self
+        messages = list(self.messages)
+        for index in range(len(messages) - 1, -1, -1):
+            message = messages[index]
+            calls = [c["id"] for c in message.get("tool_calls") or () if c["id"] in wanted]
+            if calls:
+                messages[index] = {**message, "reasoning_content": wanted[calls[0]]}
+                for call in calls:
+                    del wanted[call]
+                if not wanted:
+                    break
+        return replace(self, messages=tuple(messages))
+
+
+def _reasoning_by_call(items: list[Item], unseal: Unseal | None) -> dict[str, str]:
+    """call_id → the text of the reasoning item right before that call (its turn's)."""
+    found: dict[str, str] = {}
+    pending: str | None = None
+    for item in items:
+        kind = item["type"]
+        if kind == "reasoning":
+            text = "".join(str(p.get("text", "")) for p in item.get("content") or ())
+            if not text and item.get("encrypted_content") and unseal is not None:
+                text = unseal(item)
+            pending = text or None
+        elif kind == "function_call":
+            if pending is not None:
+                found[item["call_id"]] = pending
+        elif kind != "function_call_output":
+            pending = None
+    return found
 
 
 class ContextCache:

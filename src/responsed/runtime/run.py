@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +45,8 @@ class ResponseRun:
     # The strict `text.format` schema (name, schema) the answer must validate against.
     schema: tuple[str, dict[str, Any]] | None = None
     max_calls: int | None = None
+    # Seals a reasoning item's text into its `encrypted_content` (include asked for it).
+    seal_reasoning: Callable[[str], str] | None = None
     sent: dict[str, Any] | None = None  # what truncation left out, stored with the response
     error: EngineError | None = field(default=None)
     _deltas: AsyncGenerator[Delta, None] | None = field(default=None)
@@ -98,7 +100,9 @@ class ResponseRun:
         self._deltas = deltas
 
     async def events(self) -> AsyncIterator[Event]:
-        translator = Translator(self.response, max_calls=self.max_calls)
+        translator = Translator(
+            self.response, max_calls=self.max_calls, seal_reasoning=self.seal_reasoning
+        )
         for event in translator.start():
             yield event
         for event in translator.in_progress():

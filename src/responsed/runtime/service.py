@@ -70,14 +70,20 @@ class ResponseService:
         return engine
 
     def _unseal(self, item: dict[str, Any]) -> str:
+        """The text a sealed item stands for: a compaction's summary, a reasoning's text."""
         if self.sealer is None:
             raise invalid_request(
                 "This server has no key to open encrypted content.",
                 param="input",
                 code="invalid_encrypted_content",
             )
-        payload = self.sealer.unseal("compaction", item["encrypted_content"], param="input")
-        return str(payload.get("summary", ""))
+        kind = item["type"]
+        payload = self.sealer.unseal(kind, item["encrypted_content"], param="input")
+        return str(payload.get("summary" if kind == "compaction" else "text", ""))
+
+    def _seal_reasoning(self, text: str) -> str:
+        assert self.sealer is not None
+        return self.sealer.seal("reasoning", {"text": text})
 
     async def _prepare(
         self, request: ContextFields, project_id: str, *, refuse: bool = True, **options: Any
@@ -112,10 +118,12 @@ class ResponseService:
             prompt_cache_key=request.prompt_cache_key,
             **options,
         )
+        # Reasoning goes back to the model only in the turn that answers its calls.
+        answered = [i["call_id"] for i in input_items if i["type"] == "function_call_output"]
         fitted = await fit(
             engine,
             base,
-            context,
+            context.with_reasoning(answered),
             request.instructions,
             truncation=request.truncation or "disabled",
             refuse=refuse,
@@ -170,6 +178,9 @@ class ResponseService:
             self.contexts,
             schema=strict_schema_of(request),
             max_calls=max_calls,
+            seal_reasoning=self._seal_reasoning
+            if self.sealer is not None and "reasoning.encrypted_content" in (request.include or ())
+            else None,
             sent={"dropped_items": prepared.dropped_items} if prepared.dropped_items else None,
         )
         await run.start()

@@ -8,6 +8,7 @@ stream described. Events are plain dicts in wire shape, serialized once by the c
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from responsed.engines.base import (
@@ -30,8 +31,15 @@ Event = dict[str, Any]
 
 
 class Translator:
-    def __init__(self, response: dict[str, Any], *, max_calls: int | None = None) -> None:
+    def __init__(
+        self,
+        response: dict[str, Any],
+        *,
+        max_calls: int | None = None,
+        seal_reasoning: Callable[[str], str] | None = None,
+    ) -> None:
         self.response = response
+        self._seal_reasoning = seal_reasoning
         self._max_calls = max_calls  # later calls are dropped (parallel_tool_calls, cap)
         self._dropped: set[int] = set()
         self._logprobs: list[dict[str, Any]] = []  # of the open output_text part
@@ -180,6 +188,8 @@ class Translator:
             events.append(
                 self._event("response.content_part.done", **where, part=dict(item["content"][0]))
             )
+            if self._seal_reasoning is not None:
+                item["encrypted_content"] = self._seal_reasoning(text)
         item["status"] = status
         events.append(
             self._event("response.output_item.done", output_index=index, item=_copy_item(item))

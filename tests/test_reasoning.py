@@ -1,0 +1,142 @@
+"""Reasoning items: sealed for stateless clients, given back across a function call.
+
+The seed's weather flow against a scripted upstream that streams `reasoning_content`:
+the reasoning that led to a call returns to the model (as `reasoning_content` on the
+assistant turn that made the call) in the turn that answers the call, and only then.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from openai import OpenAI
+
+from conftest import RunningServer
+from scripted_upstream import ScriptedUpstream, Turn
+from test_responses_scripted import WEATHER
+
+THOUGHT = "The user wants the weather in Osaka, so I call get_weather."
+CALL = ("call_osaka", "get_weather", '{"city":"Osaka"}')
+ENCRYPTED = ["reasoning.encrypted_content"]
+
+
+def assistant_turns(scripted: ScriptedUpstream) -> list[dict[str, Any]]:
+    return [m for m in scripted.requests[-1]["messages"] if m["role"] == "assistant"]
+
+
+def test_encrypted_reasoning_round_trip_without_storage(
+    client: OpenAI, scripted: ScriptedUpstream
+) -> None:
+    scripted.enqueue(Turn(reasoning=THOUGHT, tool_calls=[CALL]), Turn(content="Sunny, 25 °C."))
+    first = client.responses.create(
+        model="scripted",
+        input="What is the weather in Osaka?",
+        tools=[WEATHER],
+        store=False,
+        include=ENCRYPTED,
+    )
+    reasoning, call = first.output
+    assert reasoning.type == "reasoning"
+    assert call.type == "function_call"
+    token = reasoning.encrypted_content
+    assert token is not None
+    assert token.startswith("gAAAAA")
+    assert "Osaka" not in token
+    # Stateless: the client sends the whole context back, the reasoning only sealed.
+    sealed = {"type": "reasoning", "id": reasoning.id, "summary": [], "encrypted_content": token}
+    second = client.responses.create(
+        model="scripted",
+        input=[
+            {"role": "user", "content": "What is the weather in Osaka?"},
+            sealed,
+            call.model_dump(exclude_none=True),
+            {"type": "function_call_output", "call_id": CALL[0], "output": "sunny, 25 C"},
+        ],
+        tools=[WEATHER],
+        store=False,
+        include=ENCRYPTED,
+    )
+    assert second.output_text == "Sunny, 25 °C."
+    (turn,) = assistant_turns(scripted)
+    assert turn["reasoning_content"] == THOUGHT
+    assert turn["tool_calls"][0]["id"] == CALL[0]
+
+    forged = {**sealed, "encrypted_content": token[:-10] + "A" * 9 + "="}
+    foreign = {**sealed, "encrypted_content": _foreign_token()}
+    for bad in (forged, foreign):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.create(
+                model="scripted",
+                input=[bad, {"role": "user", "content": "x"}],
+                store=False,
+            )
+        assert caught.value.code == "invalid_encrypted_content"
+
+
+def _foreign_token() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet(Fernet.generate_key()).encrypt(b'{"kind":"reasoning","text":"x"}').decode()
+
+
+def test_reasoning_returns_with_previous_response_id_then_is_dropped(
+    client: OpenAI, scripted: ScriptedUpstream
+) -> None:
+    scripted.enqueue(
+        Turn(reasoning=THOUGHT, tool_calls=[CALL]),
+        Turn(content="Sunny."),
+        Turn(content="You're welcome."),
+    )
+    first = client.responses.create(
+        model="scripted", input="What is the weather in Osaka?", tools=[WEATHER]
+    )
+    assert first.output[0].type == "reasoning"
+    assert first.output[0].encrypted_content is None  # not asked for
+    second = client.responses.create(
+        model="scripted",
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": CALL[0], "output": "sunny"}],
+        tools=[WEATHER],
+    )
+    (turn,) = assistant_turns(scripted)
+    assert turn["reasoning_content"] == THOUGHT
+    client.responses.create(model="scripted", previous_response_id=second.id, input="Thanks!")
+    # The call was answered in an earlier turn: its reasoning is not sent again.
+    assert all("reasoning_content" not in m for m in assistant_turns(scripted))
+
+
+def test_store_false_writes_nothing_to_disk(
+    server: RunningServer, client: OpenAI, scripted: ScriptedUpstream
+) -> None:
+    canary = "canary-7f3a9c-do-not-persist"
+    scripted.enqueue(
+        Turn(reasoning=f"thinking about {canary}", tool_calls=[CALL]),
+        Turn(content=f"answer with {canary}"),
+    )
+    first = client.responses.create(
+        model="scripted",
+        input=f"Remember {canary}",
+        tools=[WEATHER],
+        store=False,
+        include=ENCRYPTED,
+    )
+    client.responses.create(
+        model="scripted",
+        input=[
+            *[item.model_dump(exclude_none=True) for item in first.output],
+            {"type": "function_call_output", "call_id": CALL[0], "output": canary},
+        ],
+        tools=[WEATHER],
+        store=False,
+        include=ENCRYPTED,
+    )
+    # A stored response afterwards forces the database to write (and checkpoint) pages.
+    client.responses.create(model="scripted", input="flush")
+    data_dir = Path(server.settings.data_dir)
+    files = [p for p in data_dir.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        assert canary.encode() not in path.read_bytes(), path
