@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai import OpenAI
@@ -17,6 +18,7 @@ from openai import OpenAI
 from conftest import RunningServer
 from scripted_upstream import ScriptedUpstream, Turn
 from test_responses_scripted import WEATHER
+from wire import check_response, raw_stream
 
 THOUGHT = "The user wants the weather in Osaka, so I call get_weather."
 CALL = ("call_osaka", "get_weather", '{"city":"Osaka"}')
@@ -140,3 +142,37 @@ def test_store_false_writes_nothing_to_disk(
     assert files
     for path in files:
         assert canary.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_summary_from_the_serving_model(
+    server: RunningServer, scripted: ScriptedUpstream, stream: bool
+) -> None:
+    scripted.enqueue(
+        Turn(reasoning="Two plus two: count two more from two, which gives four.", content="4"),
+        Turn(content="I counted up from two."),
+    )
+    body = {
+        "model": "scripted",
+        "input": "2+2?",
+        "reasoning": {"effort": "low", "summary": "concise"},
+        "stream": stream,
+    }
+    if stream:
+        events = raw_stream(server.base_url, body)
+        kinds = [e["type"] for e in events]
+        summary_done = kinds.index("response.reasoning_summary_part.done")
+        assert kinds.index("response.reasoning_text.delta") < kinds.index(
+            "response.reasoning_summary_part.added"
+        )
+        assert summary_done < kinds.index("response.output_text.delta")
+        final = events[-1]["response"]
+    else:
+        final = httpx.post(f"{server.base_url}/responses", json=body, timeout=60).json()
+        check_response(final)
+    reasoning, message = final["output"]
+    assert reasoning["summary"] == [{"type": "summary_text", "text": "I counted up from two."}]
+    assert message["content"][0]["text"] == "4"
+    assert final["reasoning"] == {"effort": "low", "summary": "concise"}
+    summarizing = scripted.requests[-1]["messages"][-1]["content"]
+    assert "count two more from two" in summarizing

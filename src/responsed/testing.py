@@ -89,6 +89,27 @@ def assert_valid_event_stream(events: list[dict[str, Any]]) -> dict[str, Any] | 
             key3 = (_DONE_TO_DELTA[kind], index, event["content_index"])
             if event[field] != text.get(key3, ""):
                 _fail(f"{kind} {field} differs from the concatenated deltas", event)
+        elif kind == "response.reasoning_summary_part.added":
+            key = (index, -1 - event["summary_index"])  # negative: apart from content parts
+            if index not in added or index in done or key in open_parts:
+                _fail("summary_part.added outside an open item", event)
+            open_parts.add(key)
+        elif kind == "response.reasoning_summary_part.done":
+            key = (index, -1 - event["summary_index"])
+            if key not in open_parts:
+                _fail("summary_part.done without summary_part.added", event)
+            if event["part"]["text"] != text.get(("summary", *key), ""):
+                _fail("summary_part.done text differs from the deltas", event)
+            open_parts.discard(key)
+        elif kind == "response.reasoning_summary_text.delta":
+            key = (index, -1 - event["summary_index"])
+            if key not in open_parts:
+                _fail("summary delta outside an open summary part", event)
+            text[("summary", *key)] = text.get(("summary", *key), "") + event["delta"]
+        elif kind == "response.reasoning_summary_text.done":
+            key = (index, -1 - event["summary_index"])
+            if event["text"] != text.get(("summary", *key), ""):
+                _fail("summary_text.done differs from the deltas", event)
         elif kind == "response.function_call_arguments.delta":
             if index not in added or index in done:
                 _fail("arguments delta outside an open function_call item", event)

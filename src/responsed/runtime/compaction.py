@@ -1,19 +1,23 @@
-"""`POST /v1/responses/compact`: the serving model summarizes a long conversation.
+"""Summaries written by the serving model: compaction and reasoning summaries.
 
+`POST /v1/responses/compact` summarizes a long conversation.
 The compacted window is every user message followed by one `compaction` item whose
 sealed content is the summary; passed back as input, the summary is rendered as an
-assistant turn in place of everything the model said and did before.
+assistant turn in place of everything the model said and did before. A reasoning
+summary (`reasoning.summary`) is a short pass over the raw reasoning text.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
 from responsed.engines.base import Engine, EngineError, EngineRequest, Finish, TextDelta
 from responsed.runtime.translator import usage_of
 
-__all__ = ["SUMMARY_REQUEST", "summarize"]
+__all__ = ["SUMMARY_REQUEST", "summarize", "summarize_reasoning"]
 
 SUMMARY_REQUEST = (
     "Summarize the conversation above so that it can be continued from the summary "
@@ -49,3 +53,31 @@ async def summarize(engine: Engine, request: EngineRequest) -> tuple[str, dict[s
     if finish is None or not summary:
         raise EngineError("the model produced no summary", status=502, code="server_error")
     return summary, usage_of(finish.usage)
+
+
+_REASONING_SUMMARY = {
+    "concise": "in one or two sentences",
+    "auto": "in a few sentences",
+    "detailed": "in a short paragraph covering each step",
+}
+
+
+async def summarize_reasoning(engine: Engine, reasoning: str, mode: str) -> AsyncIterator[str]:
+    """A summary of a model's reasoning, written by the same model, streamed."""
+    length = _REASONING_SUMMARY.get(mode, _REASONING_SUMMARY["auto"])
+    request = EngineRequest(
+        messages=[
+            {
+                "role": "user",
+                "content": f"Summarize this reasoning {length}, in the first person, "
+                f"without adding anything:\n\n{reasoning}",
+            }
+        ],
+        tool_choice="none",
+        max_output_tokens=256,
+        temperature=0.0,
+    )
+    async with aclosing(engine.stream(request)) as deltas:
+        async for delta in deltas:
+            if isinstance(delta, TextDelta) and delta.text:
+                yield delta.text

@@ -19,10 +19,12 @@ from responsed.engines.base import (
     EngineOverloaded,
     EngineRequest,
     Finish,
+    ReasoningDelta,
     UnsupportedFeature,
 )
 from responsed.protocol.errors import APIError, invalid_request
 from responsed.protocol.strict_schema import validate_output
+from responsed.runtime.compaction import summarize_reasoning
 from responsed.runtime.context_cache import Context, ContextCache
 from responsed.runtime.translator import Event, Translator
 from responsed.store.base import ResponseRecord, ResponseStore
@@ -47,6 +49,7 @@ class ResponseRun:
     max_calls: int | None = None
     # Seals a reasoning item's text into its `encrypted_content` (include asked for it).
     seal_reasoning: Callable[[str], str] | None = None
+    summary: str | None = None  # reasoning.summary: auto, concise or detailed
     sent: dict[str, Any] | None = None  # what truncation left out, stored with the response
     error: EngineError | None = field(default=None)
     _deltas: AsyncGenerator[Delta, None] | None = field(default=None)
@@ -113,16 +116,32 @@ class ResponseRun:
             if self._deltas is None:
                 raise RuntimeError("ResponseRun.start() was not awaited")
             closing: list[Event] = []
+            # With a summary asked for, what follows the reasoning is held back until the
+            # model is done, then the summary pass runs (the engine is free again: a
+            # built-in model serves one request at a time) and the held deltas follow.
+            held: list[Delta] | None = None
             async with aclosing(self._deltas) as deltas:
                 delta = self._first
                 while delta is not None:
                     if isinstance(delta, Finish):
+                        if held is not None or translator.reasoning_open():
+                            async for event in self._summarize(translator, held or []):
+                                yield event
                         if delta.reason == "stop":
                             self._check_output(translator)
                         closing = translator.finish(delta)
                         break
-                    for event in translator.feed(delta):
-                        yield event
+                    if held is not None:
+                        held.append(delta)
+                    elif (
+                        self.summary is not None
+                        and translator.reasoning_open()
+                        and not isinstance(delta, ReasoningDelta)
+                    ):
+                        held = [delta]
+                    else:
+                        for event in translator.feed(delta):
+                            yield event
                     delta = await anext(deltas, None)
                 else:
                     closing = translator.fail("server_error", "the model stopped without finishing")
@@ -161,6 +180,20 @@ class ResponseRun:
                 status=502,
                 code="invalid_model_output",
             )
+
+    async def _summarize(self, translator: Translator, held: list[Delta]) -> AsyncIterator[Event]:
+        if self.summary is not None and translator.reasoning_open():
+            pieces = [
+                p
+                async for p in summarize_reasoning(
+                    self.engine, translator.reasoning_text(), self.summary
+                )
+            ]
+            for event in translator.summary(pieces):
+                yield event
+        for delta in held:
+            for event in translator.feed(delta):
+                yield event
 
     async def collect(self) -> dict[str, Any]:
         """Run to the end and return the final Response (non-streaming mode)."""

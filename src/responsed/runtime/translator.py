@@ -268,6 +268,37 @@ class Translator:
             )
         )
 
+    def reasoning_open(self) -> bool:
+        return self._open is not None and self._open["type"] == "reasoning"
+
+    def reasoning_text(self) -> str:
+        item = self._open
+        return str(item["content"][0]["text"]) if item and item["type"] == "reasoning" else ""
+
+    def summary(self, pieces: list[str]) -> list[Event]:
+        """A `summary_text` part on the open reasoning item, streamed piece by piece."""
+        item = self._open
+        assert item is not None and item["type"] == "reasoning"
+        where = {
+            "item_id": item["id"],
+            "output_index": len(self.output) - 1,
+            "summary_index": len(item["summary"]),
+        }
+        empty = {"type": "summary_text", "text": ""}
+        events = [self._event("response.reasoning_summary_part.added", **where, part=empty)]
+        for piece in pieces:
+            if piece:
+                events.append(
+                    self._event("response.reasoning_summary_text.delta", **where, delta=piece)
+                )
+        part = {"type": "summary_text", "text": "".join(pieces)}
+        item["summary"].append(part)
+        events.append(
+            self._event("response.reasoning_summary_text.done", **where, text=part["text"])
+        )
+        events.append(self._event("response.reasoning_summary_part.done", **where, part=dict(part)))
+        return events
+
     def _feed_call(self, events: list[Event], delta: ToolCallDelta) -> None:
         item = self._calls.get(delta.index)
         if item is None:
@@ -358,8 +389,9 @@ def _logprob_entries(tokens: tuple[TokenLogprob, ...]) -> list[dict[str, Any]]:
 
 def _copy_item(item: dict[str, Any]) -> dict[str, Any]:
     copy = dict(item)
-    if "content" in copy and isinstance(copy["content"], list):
-        copy["content"] = [dict(p) for p in copy["content"]]
+    for key in ("content", "summary"):
+        if isinstance(copy.get(key), list):
+            copy[key] = [dict(p) for p in copy[key]]
     return copy
 
 
