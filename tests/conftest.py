@@ -103,6 +103,14 @@ upstream_model = "scripted"
 context_window = 200
 
 [[models]]
+name = "scripted-effort"
+engine = "openai"
+base_url = "{upstream_url}"
+upstream_model = "scripted"
+reasoning_effort_param = "reasoning_effort"
+thinking_flag = "enable_thinking"
+
+[[models]]
 name = "unreachable"
 engine = "openai"
 base_url = "{dead_url}"

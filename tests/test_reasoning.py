@@ -176,3 +176,26 @@ def test_reasoning_summary_from_the_serving_model(
     assert final["reasoning"] == {"effort": "low", "summary": "concise"}
     summarizing = scripted.requests[-1]["messages"][-1]["content"]
     assert "count two more from two" in summarizing
+
+
+def test_reasoning_effort_reaches_the_upstreams_knobs(
+    client: OpenAI, scripted: ScriptedUpstream
+) -> None:
+    client.responses.create(model="scripted-effort", input="x", reasoning={"effort": "high"})
+    sent = scripted.requests[-1]
+    assert sent["reasoning_effort"] == "high"
+    assert sent["chat_template_kwargs"] == {"enable_thinking": True}
+    response = client.responses.create(
+        model="scripted-effort", input="x", reasoning={"effort": "none"}
+    )
+    assert response.reasoning is not None
+    assert response.reasoning.effort == "none"
+    assert scripted.requests[-1]["chat_template_kwargs"] == {"enable_thinking": False}
+    client.responses.create(model="scripted-effort", input="x")
+    assert "reasoning_effort" not in scripted.requests[-1]
+    assert "chat_template_kwargs" not in scripted.requests[-1]
+    # A model with no knob configured is sent nothing (the effort is still echoed).
+    echoed = client.responses.create(model="scripted", input="x", reasoning={"effort": "low"})
+    assert echoed.reasoning is not None
+    assert echoed.reasoning.effort == "low"
+    assert "reasoning_effort" not in scripted.requests[-1]

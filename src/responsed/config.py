@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -45,6 +45,13 @@ class ModelConfig(BaseModel):
     # Both.
     context_window: int | None = None
     vision: bool = False
+    # "think_tags": the model writes its reasoning inline as <think>…</think>;
+    # "think_tags_open": the chat template already opened <think> in the prompt.
+    reasoning_parser: Literal["think_tags", "think_tags_open"] | None = None
+    # Where `reasoning.effort` goes upstream: a request field (e.g. "reasoning_effort")
+    # and/or a chat-template switch sent as chat_template_kwargs (e.g. "enable_thinking").
+    reasoning_effort_param: str | None = None
+    thinking_flag: str | None = None
 
     @model_validator(mode="after")
     def _engine_fields(self) -> ModelConfig:

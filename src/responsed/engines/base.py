@@ -65,6 +65,8 @@ class EngineRequest:
     # None: no log probabilities; 0..20: each output token's logprob and that many
     # most likely alternatives (TextDelta.logprobs).
     top_logprobs: int | None = None
+    # `reasoning.effort` (none … xhigh); engines map it to their own knob, if any.
+    reasoning_effort: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

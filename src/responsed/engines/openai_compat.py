@@ -100,6 +100,8 @@ class OpenAICompatEngine:
         timeout: float = 600.0,
         context_window: int | None = None,
         vision: bool = False,
+        reasoning_effort_param: str | None = None,
+        thinking_flag: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -112,6 +114,8 @@ class OpenAICompatEngine:
             total=None, connect=min(timeout, 10.0), sock_read=timeout
         )
         self._context_window = context_window
+        self._effort_param = reasoning_effort_param
+        self._thinking_flag = thinking_flag
         self._capabilities = Capabilities(images=vision)
         self._client: aiohttp.ClientSession | None = None
 
@@ -126,6 +130,8 @@ class OpenAICompatEngine:
             timeout=config.timeout,
             context_window=config.context_window,
             vision=config.vision,
+            reasoning_effort_param=config.reasoning_effort_param,
+            thinking_flag=config.thinking_flag,
         )
 
     @property
@@ -183,6 +189,14 @@ class OpenAICompatEngine:
         ):
             if value is not None:
                 body[key] = value
+        effort = request.reasoning_effort
+        if effort is not None:
+            # Where the upstream has a knob: a request field (OpenAI, vLLM's gpt-oss:
+            # `reasoning_effort`) and/or a chat-template switch (Qwen3: enable_thinking).
+            if self._effort_param:
+                body[self._effort_param] = effort
+            if self._thinking_flag:
+                body["chat_template_kwargs"] = {self._thinking_flag: effort != "none"}
         if request.top_logprobs is not None:
             body["logprobs"] = True
             if request.top_logprobs:

@@ -40,7 +40,13 @@ def engine_factory(kind: str) -> EngineFactory:
 
 
 def build_engine(config: ModelConfig) -> Engine:
-    return engine_factory(config.engine)(config)
+    engine = engine_factory(config.engine)(config)
+    if config.reasoning_parser is not None:
+        from responsed.engines.reasoning_parser import ThinkTagEngine
+
+        opened = config.reasoning_parser == "think_tags_open"
+        engine = ThinkTagEngine(engine, starts_in_reasoning=opened)
+    return engine
 
 
 class ModelRegistry:

@@ -160,6 +160,7 @@ class ResponseService:
             max_output_tokens=request.max_output_tokens,
             user=request.safety_identifier or request.user,
             top_logprobs=(request.top_logprobs or 0) if logprobs else None,
+            reasoning_effort=request.reasoning.effort if request.reasoning else None,
         )
         response = new_response(
             request, response_id=new_id("resp"), created_at=int(time.time()), status="in_progress"
