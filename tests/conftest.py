@@ -109,6 +109,7 @@ base_url = "{upstream_url}"
 upstream_model = "scripted"
 reasoning_effort_param = "reasoning_effort"
 thinking_flag = "enable_thinking"
+reasoning_visibility = "hidden"
 
 [[models]]
 name = "unreachable"

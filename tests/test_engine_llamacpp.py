@@ -354,6 +354,10 @@ def test_render_messages_tool_traffic() -> None:
         '<tool_call>{"name": "get_weather", "arguments": {"location": "Oslo"}}</tool_call>'
     )
     assert turns[3]["content"] == "<tool_response>\n3 degrees\n</tool_response>\n\nThanks"
+    # Reasoning given back for the call is rendered the way think-tag models write it.
+    messages[2] = {**messages[2], "reasoning_content": "Oslo needs a lookup."}
+    turns = render_messages(messages, model="m", tools=[WEATHER])
+    assert turns[2]["content"].startswith("<think>\nOslo needs a lookup.\n</think>\n\n<tool_call>")
 
 
 def test_parse_tool_calls() -> None:

@@ -199,3 +199,43 @@ def test_reasoning_effort_reaches_the_upstreams_knobs(
     assert echoed.reasoning is not None
     assert echoed.reasoning.effort == "low"
     assert "reasoning_effort" not in scripted.requests[-1]
+
+
+def test_hidden_raw_reasoning_still_summarized_sealed_and_replayed(
+    server: RunningServer, scripted: ScriptedUpstream
+) -> None:
+    scripted.enqueue(
+        Turn(reasoning=THOUGHT, tool_calls=[CALL]),
+        Turn(content="I need the weather, so I ask for it."),
+        Turn(content="Sunny."),
+    )
+    body = {
+        "model": "scripted-effort",  # configured reasoning_visibility = "hidden"
+        "input": "Weather in Osaka?",
+        "tools": [WEATHER],
+        "store": False,
+        "include": ENCRYPTED,
+        "reasoning": {"summary": "auto"},
+    }
+    events = raw_stream(server.base_url, {**body, "stream": True})
+    kinds = {e["type"] for e in events}
+    assert "response.reasoning_text.delta" not in kinds
+    assert "response.reasoning_summary_text.delta" in kinds
+    reasoning, call = events[-1]["response"]["output"]
+    assert "content" not in reasoning
+    assert reasoning["summary"][0]["text"] == "I need the weather, so I ask for it."
+    assert THOUGHT not in str(events)
+    follow = {
+        **body,
+        "input": [
+            {"role": "user", "content": "Weather in Osaka?"},
+            reasoning,
+            call,
+            {"type": "function_call_output", "call_id": CALL[0], "output": "sunny"},
+        ],
+        "reasoning": None,
+    }
+    reply = httpx.post(f"{server.base_url}/responses", json=follow, timeout=60)
+    assert reply.status_code == 200, reply.text
+    (turn,) = assistant_turns(scripted)
+    assert turn["reasoning_content"] == THOUGHT

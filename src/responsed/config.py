@@ -52,6 +52,9 @@ class ModelConfig(BaseModel):
     # and/or a chat-template switch sent as chat_template_kwargs (e.g. "enable_thinking").
     reasoning_effort_param: str | None = None
     thinking_flag: str | None = None
+    # "hidden": raw reasoning is not returned (as the hosted API does for its models);
+    # summaries and encrypted content still are.
+    reasoning_visibility: Literal["raw", "hidden"] = "raw"
 
     @model_validator(mode="after")
     def _engine_fields(self) -> ModelConfig:

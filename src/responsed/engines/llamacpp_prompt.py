@@ -148,6 +148,9 @@ def render_messages(
             text = _content_text(message.get("content"), model)
             calls = [_call_text(c) for c in message.get("tool_calls") or []]
             text = "\n".join(t for t in (text, *calls) if t)
+            if reasoning := message.get("reasoning_content"):
+                # Given back in the think-tag form local reasoning models write it in.
+                text = f"<think>\n{reasoning}\n</think>\n\n{text}"
         elif role == "tool":
             role = "user"
             body = _content_text(message.get("content"), model)

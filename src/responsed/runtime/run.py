@@ -50,6 +50,7 @@ class ResponseRun:
     # Seals a reasoning item's text into its `encrypted_content` (include asked for it).
     seal_reasoning: Callable[[str], str] | None = None
     summary: str | None = None  # reasoning.summary: auto, concise or detailed
+    hide_reasoning: bool = False
     sent: dict[str, Any] | None = None  # what truncation left out, stored with the response
     error: EngineError | None = field(default=None)
     _deltas: AsyncGenerator[Delta, None] | None = field(default=None)
@@ -104,7 +105,10 @@ class ResponseRun:
 
     async def events(self) -> AsyncIterator[Event]:
         translator = Translator(
-            self.response, max_calls=self.max_calls, seal_reasoning=self.seal_reasoning
+            self.response,
+            max_calls=self.max_calls,
+            seal_reasoning=self.seal_reasoning,
+            hide_reasoning=self.hide_reasoning,
         )
         for event in translator.start():
             yield event

@@ -183,6 +183,7 @@ class ResponseService:
             if self.sealer is not None and "reasoning.encrypted_content" in (request.include or ())
             else None,
             sent={"dropped_items": prepared.dropped_items} if prepared.dropped_items else None,
+            hide_reasoning=self.models.configs[request.model].reasoning_visibility == "hidden",
             summary=(request.reasoning.summary or request.reasoning.generate_summary)
             if request.reasoning
             else None,

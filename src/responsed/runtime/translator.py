@@ -37,9 +37,13 @@ class Translator:
         *,
         max_calls: int | None = None,
         seal_reasoning: Callable[[str], str] | None = None,
+        hide_reasoning: bool = False,
     ) -> None:
         self.response = response
         self._seal_reasoning = seal_reasoning
+        # Raw reasoning stays on the server (summaries and sealed content still go out).
+        self._hide_reasoning = hide_reasoning
+        self._reasoning: list[str] = []  # the open reasoning item's text
         self._max_calls = max_calls  # later calls are dropped (parallel_tool_calls, cap)
         self._dropped: set[int] = set()
         self._logprobs: list[dict[str, Any]] = []  # of the open output_text part
@@ -182,12 +186,13 @@ class Translator:
                 )
             )
         elif item["type"] == "reasoning":
-            text = item["content"][0]["text"]
-            where = {"item_id": item["id"], "output_index": index, "content_index": 0}
-            events.append(self._event("response.reasoning_text.done", **where, text=text))
-            events.append(
-                self._event("response.content_part.done", **where, part=dict(item["content"][0]))
-            )
+            text = "".join(self._reasoning)
+            if not self._hide_reasoning:
+                item["content"][0]["text"] = text
+                where = {"item_id": item["id"], "output_index": index, "content_index": 0}
+                events.append(self._event("response.reasoning_text.done", **where, text=text))
+                part = dict(item["content"][0])
+                events.append(self._event("response.content_part.done", **where, part=part))
             if self._seal_reasoning is not None:
                 item["encrypted_content"] = self._seal_reasoning(text)
         item["status"] = status
@@ -240,40 +245,39 @@ class Translator:
         item = self._open
         if item is None or item["type"] != "reasoning":
             self._close_open(events, "completed")
-            item = {
-                "id": new_id("rs"),
-                "type": "reasoning",
-                "summary": [],
-                "content": [{"type": "reasoning_text", "text": ""}],
-                "status": "in_progress",
-            }
+            item = {"id": new_id("rs"), "type": "reasoning", "summary": []}
+            if not self._hide_reasoning:
+                item["content"] = [{"type": "reasoning_text", "text": ""}]
+            item["status"] = "in_progress"
+            self._reasoning = []
             events.append(self._add_item(item))
+            if not self._hide_reasoning:
+                events.append(
+                    self._event(
+                        "response.content_part.added",
+                        item_id=item["id"],
+                        output_index=len(self.output) - 1,
+                        content_index=0,
+                        part={"type": "reasoning_text", "text": ""},
+                    )
+                )
+        self._reasoning.append(text)
+        if not self._hide_reasoning:
             events.append(
                 self._event(
-                    "response.content_part.added",
+                    "response.reasoning_text.delta",
                     item_id=item["id"],
                     output_index=len(self.output) - 1,
                     content_index=0,
-                    part={"type": "reasoning_text", "text": ""},
+                    delta=text,
                 )
             )
-        item["content"][0]["text"] += text
-        events.append(
-            self._event(
-                "response.reasoning_text.delta",
-                item_id=item["id"],
-                output_index=len(self.output) - 1,
-                content_index=0,
-                delta=text,
-            )
-        )
 
     def reasoning_open(self) -> bool:
         return self._open is not None and self._open["type"] == "reasoning"
 
     def reasoning_text(self) -> str:
-        item = self._open
-        return str(item["content"][0]["text"]) if item and item["type"] == "reasoning" else ""
+        return "".join(self._reasoning) if self.reasoning_open() else ""
 
     def summary(self, pieces: list[str]) -> list[Event]:
         """A `summary_text` part on the open reasoning item, streamed piece by piece."""
@@ -366,6 +370,8 @@ class Translator:
     def cancel(self) -> None:
         """Stop without events (the client is gone); keep the partial output."""
         self._join_part()
+        if self.reasoning_open() and not self._hide_reasoning:
+            self._open["content"][0]["text"] = "".join(self._reasoning)  # type: ignore[index]
         if self._open is not None:
             self._open["status"] = "incomplete"
         self.response["status"] = "cancelled"
