@@ -112,6 +112,13 @@ thinking_flag = "enable_thinking"
 reasoning_visibility = "hidden"
 
 [[models]]
+name = "smollm2-think"
+engine = "llamacpp"
+path = "{builtin_model_path()}"
+n_ctx = 2048
+reasoning_parser = "think_tags_open"  # all it writes is reasoning: it never closes
+
+[[models]]
 name = "unreachable"
 engine = "openai"
 base_url = "{dead_url}"

@@ -239,3 +239,26 @@ def test_hidden_raw_reasoning_still_summarized_sealed_and_replayed(
     assert reply.status_code == 200, reply.text
     (turn,) = assistant_turns(scripted)
     assert turn["reasoning_content"] == THOUGHT
+
+
+def test_builtin_model_reasoning_summary_and_sealing(client: OpenAI) -> None:
+    """The built-in model as a reasoning model: its text parsed as reasoning, a summary
+    written by it in a second pass, the reasoning sealed."""
+    response = client.responses.create(
+        model="smollm2-think",
+        input="Why is the sky blue?",
+        reasoning={"summary": "concise"},
+        include=ENCRYPTED,
+        max_output_tokens=32,
+        temperature=0,
+    )
+    reasoning = response.output[0]
+    assert reasoning.type == "reasoning"
+    assert reasoning.content
+    assert reasoning.content[0].text.strip()
+    assert reasoning.summary
+    assert reasoning.summary[0].text.strip()
+    assert reasoning.encrypted_content
+    assert reasoning.encrypted_content.startswith("gAAAAA")
+    assert response.usage is not None
+    assert response.usage.output_tokens_details.reasoning_tokens == response.usage.output_tokens

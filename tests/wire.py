@@ -86,8 +86,21 @@ def check_sdk_response(response: Response) -> Response:
     return check_response(response.model_dump(mode="json", exclude_unset=True))
 
 
+# The SDK and the hosted API name raw reasoning events `response.reasoning_text.*`; the
+# Open Responses document calls the same shapes `response.reasoning.*`. We send the SDK's
+# names and check the payloads against the document's schemas under its names.
+SPEC_EVENT_ALIASES = {
+    "response.reasoning_text.delta": "response.reasoning.delta",
+    "response.reasoning_text.done": "response.reasoning.done",
+}
+
+
 def check_event(event: dict[str, Any]) -> Any:
     seen_events.add(event["type"])
+    alias = SPEC_EVENT_ALIASES.get(event["type"])
+    if alias is not None:
+        validator(EVENT_SCHEMAS[alias]).validate({**event, "type": alias})
+        seen_schemas.add(EVENT_SCHEMAS[alias])
     name = EVENT_SCHEMAS.get(event["type"])
     response = event.get("response")
     item = event.get("item")

@@ -14,7 +14,14 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
-from responsed.engines.base import Engine, EngineError, EngineRequest, Finish, TextDelta
+from responsed.engines.base import (
+    Engine,
+    EngineError,
+    EngineRequest,
+    Finish,
+    ReasoningDelta,
+    TextDelta,
+)
 from responsed.runtime.translator import usage_of
 
 __all__ = ["SUMMARY_REQUEST", "summarize", "summarize_reasoning"]
@@ -41,15 +48,20 @@ async def summarize(engine: Engine, request: EngineRequest) -> tuple[str, dict[s
         ),
         temperature=0.0,
         top_logprobs=None,
+        reasoning_effort="none",
     )
     pieces: list[str] = []
+    thoughts: list[str] = []
     finish: Finish | None = None
-    async for delta in engine.stream(ask):
-        if isinstance(delta, TextDelta):
-            pieces.append(delta.text)
-        elif isinstance(delta, Finish):
-            finish = delta
-    summary = "".join(pieces).strip()
+    async with aclosing(engine.stream(ask)) as deltas:
+        async for delta in deltas:
+            if isinstance(delta, TextDelta):
+                pieces.append(delta.text)
+            elif isinstance(delta, ReasoningDelta):
+                thoughts.append(delta.text)
+            elif isinstance(delta, Finish):
+                finish = delta
+    summary = "".join(pieces).strip() or "".join(thoughts).strip()
     if finish is None or not summary:
         raise EngineError("the model produced no summary", status=502, code="server_error")
     return summary, usage_of(finish.usage)
@@ -76,8 +88,18 @@ async def summarize_reasoning(engine: Engine, reasoning: str, mode: str) -> Asyn
         tool_choice="none",
         max_output_tokens=256,
         temperature=0.0,
+        reasoning_effort="none",  # where the model has a switch, no thinking about it
     )
+    thoughts: list[str] = []
+    answered = False
     async with aclosing(engine.stream(request)) as deltas:
         async for delta in deltas:
             if isinstance(delta, TextDelta) and delta.text:
+                answered = True
                 yield delta.text
+            elif isinstance(delta, ReasoningDelta):
+                thoughts.append(delta.text)
+    if not answered and thoughts:
+        # A reasoning model that only thought (or whose template keeps it thinking):
+        # its thoughts are the summary.
+        yield "".join(thoughts).strip()
