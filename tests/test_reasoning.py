@@ -262,3 +262,18 @@ def test_builtin_model_reasoning_summary_and_sealing(client: OpenAI) -> None:
     assert reasoning.encrypted_content.startswith("gAAAAA")
     assert response.usage is not None
     assert response.usage.output_tokens_details.reasoning_tokens == response.usage.output_tokens
+
+
+def test_reasoning_visibility_server_default(tmp_path: Path) -> None:
+    from responsed.config import load_settings
+
+    config = tmp_path / "r.toml"
+    config.write_text(
+        'reasoning_visibility = "hidden"\n'
+        '[[models]]\nname = "a"\nengine = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
+        '[[models]]\nname = "b"\nengine = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
+        'reasoning_visibility = "raw"\n'
+    )
+    settings = load_settings(config, data_dir=tmp_path)
+    visibility = {m.name: m.reasoning_visibility for m in settings.models}
+    assert visibility == {"smollm2": "hidden", "a": "hidden", "b": "raw"}

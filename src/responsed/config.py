@@ -53,8 +53,8 @@ class ModelConfig(BaseModel):
     reasoning_effort_param: str | None = None
     thinking_flag: str | None = None
     # "hidden": raw reasoning is not returned (as the hosted API does for its models);
-    # summaries and encrypted content still are.
-    reasoning_visibility: Literal["raw", "hidden"] = "raw"
+    # summaries and encrypted content still are. Unset: the server's setting.
+    reasoning_visibility: Literal["raw", "hidden"] | None = None
 
     @model_validator(mode="after")
     def _engine_fields(self) -> ModelConfig:
@@ -84,6 +84,8 @@ class Settings(BaseModel):
     # Fernet keys sealing encrypted content (compaction, reasoning); the first seals,
     # all open. Empty: a key generated into the data dir on first run.
     secret_keys: list[str] = Field(default_factory=list)
+    # The default for models that do not set `reasoning_visibility` themselves.
+    reasoning_visibility: Literal["raw", "hidden"] = "raw"
     max_body_bytes: int = 32 * 1024 * 1024
     log_level: str = "info"
 
@@ -142,8 +144,19 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         raise ConfigError(f"invalid configuration at {where}: {first['msg']}") from None
+    settings.models = [
+        m
+        if m.reasoning_visibility
+        else m.model_copy(update={"reasoning_visibility": settings.reasoning_visibility})
+        for m in settings.models
+    ]
     if settings.builtin_model and all(m.name != BUILTIN_MODEL for m in settings.models):
-        builtin = ModelConfig(name=BUILTIN_MODEL, engine="llamacpp", path=str(builtin_model_path()))
+        builtin = ModelConfig(
+            name=BUILTIN_MODEL,
+            engine="llamacpp",
+            path=str(builtin_model_path()),
+            reasoning_visibility=settings.reasoning_visibility,
+        )
         settings.models.insert(0, builtin)
     return settings
 
