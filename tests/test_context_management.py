@@ -16,8 +16,8 @@ import pytest
 from openai import OpenAI
 
 from conftest import RunningServer
-from responsed.runtime.compaction import SUMMARY_REQUEST
 from responsed.runtime.context import COMPACTION_PREFIX
+from responsed.runtime.summaries import SUMMARY_REQUEST
 from responsed.store.sqlite import SQLiteResponseStore
 from scripted_upstream import ScriptedUpstream, Turn
 from test_responses_scripted import WEATHER

@@ -24,8 +24,8 @@ from responsed.engines.base import (
 )
 from responsed.protocol.errors import APIError, invalid_request
 from responsed.protocol.strict_schema import validate_output
-from responsed.runtime.compaction import summarize_reasoning
 from responsed.runtime.context_cache import Context, ContextCache
+from responsed.runtime.summaries import summarize_reasoning
 from responsed.runtime.translator import Event, Translator
 from responsed.store.base import ResponseRecord, ResponseStore
 

@@ -25,12 +25,12 @@ from responsed.protocol.request import (
     InputTokensRequest,
 )
 from responsed.protocol.response import new_response
-from responsed.runtime.compaction import summarize
 from responsed.runtime.context import normalize_input
 from responsed.runtime.context_cache import Context, ContextCache
 from responsed.runtime.formats import response_format
 from responsed.runtime.run import ResponseRun, as_api_error
 from responsed.runtime.sealing import Sealer
+from responsed.runtime.summaries import summarize
 from responsed.runtime.tools import offered_tools
 from responsed.runtime.truncation import count, fit
 from responsed.store.base import ResponseStore
