@@ -1,4 +1,5 @@
 """Deltas in, Responses streaming events out.
+(Over 400 lines: one state machine owns every item kind's events, indices and text.)
 
 The translator owns `sequence_number`, `output_index` and `content_index`, and keeps
 the Response object in step with the events, so the final object is exactly what the
