@@ -126,6 +126,8 @@ def test_named_function_choice(client: OpenAI) -> None:
         input="What time is it in Tokyo?",
         tools=[WEATHER, other],  # type: ignore[list-item]
         tool_choice={"type": "function", "name": "get_time"},
+        temperature=0,
+        max_output_tokens=64,
     )
     call = response.output[0]
     assert call.type == "function_call"

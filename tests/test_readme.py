@@ -24,7 +24,16 @@ def sdk_example() -> str:
 def test_readme_examples_run(server: RunningServer) -> None:
     code = sdk_example().replace("http://127.0.0.1:8000/v1", server.base_url)
     scope: dict[str, object] = {}
-    exec(compile(code, str(README), "exec"), scope)
+    try:
+        exec(compile(code, str(README), "exec"), scope)
+        check_example_results(scope)
+    finally:
+        client = scope.get("client")
+        if isinstance(client, openai.OpenAI):
+            client.close()
+
+
+def check_example_results(scope: dict[str, object]) -> None:
     client = scope["client"]
     assert isinstance(client, openai.OpenAI)
     answer = scope["answer"]
@@ -39,4 +48,5 @@ def test_readme_examples_run(server: RunningServer) -> None:
     assert isinstance(kinds, list)
     assert kinds[0] == "response.created"
     assert kinds[-1] in ("response.completed", "response.incomplete")
-    client.close()
+    parsed = scope["parsed"].output_parsed  # type: ignore[attr-defined]
+    assert parsed is not None and parsed.name and isinstance(parsed.participants, list)
