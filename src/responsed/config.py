@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["ConfigError", "ModelConfig", "Settings", "load_settings"]
+__all__ = ["ConfigError", "ModelConfig", "Settings", "WebhookConfig", "load_settings"]
 
 BUILTIN_MODEL = "smollm2"
 
@@ -55,6 +55,9 @@ class ModelConfig(BaseModel):
     # "hidden": raw reasoning is not returned (as the hosted API does for its models);
     # summaries and encrypted content still are. Unset: the server's setting.
     reasoning_visibility: Literal["raw", "hidden"] | None = None
+    # Background responses of this model run at most this many at a time (the rest wait
+    # queued, durably). Unset: the engine's own capacity (llamacpp: `instances`; 4 else).
+    background_concurrency: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _engine_fields(self) -> ModelConfig:
@@ -70,6 +73,25 @@ class ModelConfig(BaseModel):
         if self.api_key_env:
             return os.environ.get(self.api_key_env)
         return None
+
+
+class WebhookConfig(BaseModel):
+    """One `[[webhooks]]` table: where terminal background events are POSTed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(min_length=1)
+    # Standard Webhooks secret: "whsec_" + base64 of the key bytes.
+    secret: str = Field(min_length=1)
+    events: list[str] = Field(
+        default_factory=lambda: [
+            "response.completed",
+            "response.failed",
+            "response.cancelled",
+            "response.incomplete",
+        ]
+    )
+    timeout: float = Field(default=10.0, gt=0)
 
 
 class Settings(BaseModel):
@@ -88,6 +110,15 @@ class Settings(BaseModel):
     reasoning_visibility: Literal["raw", "hidden"] = "raw"
     max_body_bytes: int = 32 * 1024 * 1024
     log_level: str = "info"
+    # Background responses left `in_progress` by a process that died: "fail" marks them
+    # failed (keeping what was streamed), "restart" runs them again from the start.
+    background_recovery: Literal["fail", "restart"] = "fail"
+    # A running background job renews its lease this often; a job whose lease lapsed
+    # belongs to a dead process and is recovered.
+    background_lease_seconds: float = Field(default=10.0, gt=0)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    # Failed deliveries are retried with backoff for this long, across restarts.
+    webhook_retry_seconds: float = Field(default=3 * 24 * 3600, gt=0)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:

@@ -56,6 +56,90 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         # What the model was sent when truncation left part of the context out (JSON).
         ("ALTER TABLE responses ADD COLUMN sent TEXT",),
     ),
+    (
+        4,
+        (
+            # metadata: JSON object (PG: JSONB). A deleted conversation's row goes; its
+            # items go with it.
+            """CREATE TABLE conversations (
+                project_id TEXT NOT NULL,
+                id TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                metadata BLOB NOT NULL,
+                PRIMARY KEY (project_id, id)
+            )""",
+            # position orders items; item_id is unique in its conversation, so an item
+            # given back as input is not appended twice.
+            """CREATE TABLE conversation_items (
+                project_id TEXT NOT NULL,
+                conversation_id TEXT NOT NULL,
+                position INTEGER NOT NULL,
+                item_id TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                body BLOB NOT NULL,
+                PRIMARY KEY (project_id, conversation_id, position),
+                FOREIGN KEY (project_id, conversation_id)
+                    REFERENCES conversations (project_id, id) ON DELETE CASCADE
+            ) WITHOUT ROWID""",
+            """CREATE UNIQUE INDEX conversation_items_id
+                ON conversation_items (project_id, conversation_id, item_id)""",
+        ),
+    ),
+    (
+        5,
+        (
+            # Every event of a background response, for replay from any cursor.
+            """CREATE TABLE response_events (
+                project_id TEXT NOT NULL,
+                response_id TEXT NOT NULL,
+                sequence_number INTEGER NOT NULL,
+                body BLOB NOT NULL,
+                PRIMARY KEY (project_id, response_id, sequence_number),
+                FOREIGN KEY (project_id, response_id)
+                    REFERENCES responses (project_id, id) ON DELETE CASCADE
+            ) WITHOUT ROWID""",
+            # The durable queue: one row per background response not yet terminal.
+            # request: the create body, to prepare the run again after a restart.
+            # lease_until (ms): a running job's owner renews it; lapsed = owner died.
+            """CREATE TABLE background_jobs (
+                project_id TEXT NOT NULL,
+                response_id TEXT NOT NULL,
+                model TEXT NOT NULL,
+                request BLOB NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('queued', 'running')),
+                owner TEXT,
+                lease_until BIGINT NOT NULL DEFAULT 0,
+                cancel_requested INTEGER NOT NULL DEFAULT 0,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (project_id, response_id),
+                FOREIGN KEY (project_id, response_id)
+                    REFERENCES responses (project_id, id) ON DELETE CASCADE
+            )""",
+            "CREATE INDEX background_jobs_queue ON background_jobs (state, created_at)",
+        ),
+    ),
+    (
+        6,
+        (
+            # Outgoing webhook deliveries, one row per (event, endpoint); id is the
+            # stable `webhook-id` every retry carries. Times in ms.
+            """CREATE TABLE webhook_deliveries (
+                id TEXT NOT NULL,
+                url TEXT NOT NULL,
+                body BLOB NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                last_error TEXT,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (id, url)
+            )""",
+            """CREATE INDEX webhook_deliveries_due
+                ON webhook_deliveries (state, next_attempt_at)""",
+        ),
+    ),
 )
 """(version, statements) in ascending order; add a migration by appending one entry."""
 

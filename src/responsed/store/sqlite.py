@@ -234,6 +234,16 @@ class SQLiteResponseStore:
         assert self._cconn is not None
         self._cconn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
+    # -- for the other repositories on this database ---------------------------
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` on a reader connection (a consistent WAL snapshot)."""
+        return await self._read(fn)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` in one write transaction (committed when this returns)."""
+        return await self._on_writer(lambda: self._transaction(fn))
+
     # -- writes ------------------------------------------------------------------
 
     async def put_response(self, record: ResponseRecord) -> None:
