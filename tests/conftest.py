@@ -96,6 +96,13 @@ upstream_model = "scripted"
 vision = true
 
 [[models]]
+name = "scripted-serial"  # background jobs one at a time: the rest wait queued
+engine = "openai"
+base_url = "{upstream_url}"
+upstream_model = "scripted"
+background_concurrency = 1
+
+[[models]]
 name = "scripted-window"
 engine = "openai"
 base_url = "{upstream_url}"

@@ -125,6 +125,15 @@ def check_stream(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     return final
 
 
+def check_resumed(events: list[dict[str, Any]]) -> None:
+    """A resumed stream: each event's schemas, and no gap in its sequence numbers (the
+    tests check the grammar of prefix + resumed part)."""
+    first = events[0]["sequence_number"]
+    for n, event in enumerate(events):
+        check_event(event)
+        assert event["sequence_number"] == first + n, f"gap before {event}"
+
+
 def parse_sse(body: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     for block in body.split("\n\n"):
@@ -203,8 +212,10 @@ class _SSETee:
     def close(self) -> None:
         text = self.buffer.decode()
         events = parse_sse(text)
+        if events and events[0]["sequence_number"] > 0:
+            check_resumed(events)  # a stream resumed from a cursor
         # A consumer that stops early (a disconnect test) leaves a partial stream.
-        if events and events[-1]["type"] in TERMINAL_EVENTS:
+        elif events and events[-1]["type"] in TERMINAL_EVENTS:
             check_stream(events)
             checked["streams"] += 1
 

@@ -25,8 +25,12 @@ def _fail(message: str, event: dict[str, Any] | None = None) -> None:
     raise AssertionError(message + where + (f": {event}" if event else ""))
 
 
-def assert_valid_event_stream(events: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Check the grammar; return the final Response (None for an `error`-only stream)."""
+def assert_valid_event_stream(
+    events: list[dict[str, Any]], *, cancelled: bool = False
+) -> dict[str, Any] | None:
+    """Check the grammar; return the final Response (None for an `error`-only stream, or
+    a `cancelled` one: a cancelled background response ends with its items closed and no
+    terminal event)."""
     if not events:
         _fail("empty event stream")
     for n, event in enumerate(events):
@@ -41,9 +45,14 @@ def assert_valid_event_stream(events: list[dict[str, Any]]) -> dict[str, Any] | 
     if len(events) < 2 or events[1]["type"] not in ("response.in_progress", "response.queued"):
         _fail("response.in_progress (or queued) must follow response.created")
     last = events[-1]
-    if last["type"] not in TERMINAL:
+    terminals = sum(1 for e in events if e["type"] in TERMINAL)
+    if cancelled:
+        if terminals:
+            _fail("a cancelled stream has no terminal event")
+        events = [*events, {"type": "(cancelled)"}]  # so the loop below sees them all
+    elif last["type"] not in TERMINAL:
         _fail("the stream must end with a terminal event", last)
-    if sum(1 for e in events if e["type"] in TERMINAL) != 1:
+    elif terminals != 1:
         _fail("exactly one terminal event expected")
 
     added: dict[int, dict[str, Any]] = {}
@@ -123,6 +132,8 @@ def assert_valid_event_stream(events: list[dict[str, Any]]) -> dict[str, Any] | 
             _fail("item_id does not match the item at output_index", event)
     if set(added) != set(done):
         _fail("some output items were never done")
+    if cancelled:
+        return None
     final: dict[str, Any] = last["response"]
     if [i["id"] for i in final["output"]] != [done[i]["id"] for i in sorted(done)]:
         _fail("the final response output differs from the streamed items", last)

@@ -10,14 +10,18 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from responsed import __version__
-from responsed.api import models, responses
+from responsed.api import conversations, models, responses
 from responsed.api.errors import install_error_handlers
 from responsed.api.fastpath import FastPath
 from responsed.api.limits import BodySizeLimit
 from responsed.config import Settings
 from responsed.engines.registry import ModelRegistry
+from responsed.runtime.background import BackgroundRunner
+from responsed.runtime.conversations import ConversationService
 from responsed.runtime.sealing import Sealer, load_keys
 from responsed.runtime.service import ResponseService
+from responsed.store.conversations import SQLiteConversationStore
+from responsed.store.jobs import SQLiteJobStore
 from responsed.store.sqlite import SQLiteResponseStore
 
 __all__ = ["create_app"]
@@ -36,7 +40,18 @@ def create_app(settings: Settings) -> ASGIApp:
         await registry.start()
         app.state.models = registry
         sealer = Sealer(load_keys(settings.secret_keys, settings.data_dir))
-        app.state.responses = ResponseService(registry, store, sealer)
+        conversations = ConversationService(SQLiteConversationStore(store))
+        service = ResponseService(registry, store, sealer, conversations)
+        background = BackgroundRunner(
+            service,
+            SQLiteJobStore(store),
+            lease_seconds=settings.background_lease_seconds,
+            recovery=settings.background_recovery,
+        )
+        await background.start()
+        app.state.responses = service
+        app.state.conversations = conversations
+        app.state.background = background
         app.state.api_keys = settings.api_keys
         log.info(
             "serving", models=list(registry.engines), data_dir=str(settings.data_dir.resolve())
@@ -44,6 +59,7 @@ def create_app(settings: Settings) -> ASGIApp:
         try:
             yield
         finally:
+            await background.aclose()
             await registry.aclose()
             await store.aclose()
 
@@ -58,4 +74,5 @@ def create_app(settings: Settings) -> ASGIApp:
     install_error_handlers(app)
     app.include_router(responses.router)
     app.include_router(models.router)
+    app.include_router(conversations.router)
     return BodySizeLimit(FastPath(app), settings.max_body_bytes)

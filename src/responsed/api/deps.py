@@ -7,14 +7,20 @@ import hmac
 from fastapi import Request
 
 from responsed.protocol.errors import APIError
+from responsed.runtime.conversations import ConversationService
 from responsed.runtime.service import ResponseService
 from responsed.store.base import DEFAULT_PROJECT
 
-__all__ = ["project_of", "service_of"]
+__all__ = ["conversations_of", "project_of", "service_of"]
 
 
 async def service_of(request: Request) -> ResponseService:
     service: ResponseService = request.app.state.responses
+    return service
+
+
+async def conversations_of(request: Request) -> ConversationService:
+    service: ConversationService = request.app.state.conversations
     return service
 
 

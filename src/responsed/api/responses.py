@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -10,13 +11,13 @@ from starlette.responses import Response, StreamingResponse
 from responsed.api.deps import project_of, service_of
 from responsed.api.json import JSONBytes
 from responsed.api.sse import sse_stream
-from responsed.protocol.errors import invalid_request
 from responsed.protocol.request import (
     CompactRequest,
     CreateResponseRequest,
     InputTokensRequest,
 )
 from responsed.protocol.validation import parse_body
+from responsed.runtime.background import BackgroundRunner
 from responsed.runtime.service import ResponseService
 
 __all__ = ["router"]
@@ -30,16 +31,32 @@ Project = Annotated[str, Depends(project_of)]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def _runner(request: Request) -> BackgroundRunner:
+    runner: BackgroundRunner = request.app.state.background
+    return runner
+
+
+def _sse(events: AsyncIterator[dict[str, Any]]) -> Response:
+    return StreamingResponse(
+        sse_stream(events), media_type="text/event-stream", headers=SSE_HEADERS
+    )
+
+
 async def create_response(request: Request) -> Response:
     """The hot path, as a plain Starlette route: no dependency solving per request."""
     project = await project_of(request)
     service = await service_of(request)
-    body = parse_body(CreateResponseRequest, await request.body())
+    raw = await request.body()
+    body = parse_body(CreateResponseRequest, raw)
+    if body.background:
+        runner = _runner(request)
+        queued = await runner.submit(body, raw, project)
+        if body.stream:
+            return _sse(await runner.stream(project, queued["id"], None))
+        return JSONBytes(queued)
     run = await service.create(body, project)
     if body.stream:
-        return StreamingResponse(
-            sse_stream(run.events()), media_type="text/event-stream", headers=SSE_HEADERS
-        )
+        return _sse(run.events())
     return JSONBytes(await run.collect())
 
 
@@ -60,6 +77,7 @@ async def compact_response(request: Request, service: Service, project: Project)
 
 @router.get(PREFIX + "/{response_id}")
 async def retrieve_response(
+    request: Request,
     response_id: str,
     service: Service,
     project: Project,
@@ -67,14 +85,10 @@ async def retrieve_response(
     starting_after: int | None = None,
     include: Annotated[list[str] | None, Query(alias="include[]")] = None,
 ) -> Response:
-    del starting_after, include  # stream replay needs background mode; include: nothing yet
-    body = await service.retrieve(project, response_id)
+    del include  # accepted; stored responses carry what was included when created
     if stream:
-        raise invalid_request(
-            "Only responses created with background=true can be streamed again.",
-            param="stream",
-        )
-    return JSONBytes(body)
+        return _sse(await _runner(request).stream(project, response_id, starting_after))
+    return JSONBytes(await service.retrieve(project, response_id))
 
 
 @router.delete(PREFIX + "/{response_id}")
@@ -83,8 +97,8 @@ async def delete_response(response_id: str, service: Service, project: Project) 
 
 
 @router.post(PREFIX + "/{response_id}/cancel")
-async def cancel_response(response_id: str, service: Service, project: Project) -> Response:
-    return JSONBytes(await service.cancel(project, response_id))
+async def cancel_response(request: Request, response_id: str, project: Project) -> Response:
+    return JSONBytes(await _runner(request).cancel(project, response_id))
 
 
 @router.get(PREFIX + "/{response_id}/input_items")

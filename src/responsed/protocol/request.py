@@ -15,6 +15,7 @@ __all__ = [
     "InputTokensRequest",
     "FunctionTool",
     "Metadata",
+    "check_metadata",
     "TextConfig",
     "ToolChoice",
 ]
@@ -113,6 +114,22 @@ class ConversationRef(_Strict):
 
 Metadata = dict[str, str]
 
+
+def check_metadata(value: Metadata | None) -> Metadata | None:
+    """The hosted limits on any object's `metadata`: 16 keys, keys up to 64 characters,
+    values up to 512 (a pydantic validator: raises ValueError)."""
+    if value is None:
+        return value
+    if len(value) > 16:
+        raise ValueError("metadata may have at most 16 keys")
+    for key, item in value.items():
+        if len(key) > 64:
+            raise ValueError(f"metadata key {key[:16]!r}… is longer than 64 characters")
+        if len(item) > 512:
+            raise ValueError(f"metadata value for {key!r} is longer than 512 characters")
+    return value
+
+
 INCLUDABLE = (
     "file_search_call.results",
     "web_search_call.results",
@@ -189,13 +206,4 @@ class CreateResponseRequest(ContextFields):
     @field_validator("metadata")
     @classmethod
     def _metadata_limits(cls, value: Metadata | None) -> Metadata | None:
-        if value is None:
-            return value
-        if len(value) > 16:
-            raise ValueError("metadata may have at most 16 keys")
-        for key, item in value.items():
-            if len(key) > 64:
-                raise ValueError(f"metadata key {key[:16]!r}… is longer than 64 characters")
-            if len(item) > 512:
-                raise ValueError(f"metadata value for {key!r} is longer than 512 characters")
-        return value
+        return check_metadata(value)

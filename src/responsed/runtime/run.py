@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,32 +52,45 @@ class ResponseRun:
     summary: str | None = None  # reasoning.summary: auto, concise or detailed
     hide_reasoning: bool = False
     sent: dict[str, Any] | None = None  # what truncation left out, stored with the response
+    conversation_id: str | None = None  # items are appended to it when the response ends
+    # A background run: `response.created`/`queued` were stored at submission, so its
+    # events start at this sequence number with `response.in_progress`.
+    resume_at: int = 0
+    # Stores the finished response with its closing events (background runs write both
+    # in one transaction); None: `store.put_response` when `store` is true.
+    finalize: Callable[[ResponseRecord, list[Event]], Awaitable[None]] | None = None
     error: EngineError | None = field(default=None)
     _deltas: AsyncGenerator[Delta, None] | None = field(default=None)
     _first: Delta | None = field(default=None)
     _first_error: EngineError | None = field(default=None)
 
-    async def _persist(self) -> None:
-        if not self.response["store"]:
+    def record(self) -> ResponseRecord:
+        return ResponseRecord(
+            id=self.response["id"],
+            project_id=self.project_id,
+            previous_response_id=self.response["previous_response_id"],
+            created_at=self.response["created_at"],
+            status=self.response["status"],
+            body=self.response,
+            input_items=self.input_items,
+            sent=self.sent,
+            conversation_id=self.conversation_id,
+        )
+
+    async def _persist(self, closing: list[Event]) -> None:
+        if self.finalize is not None:
+            await self.finalize(self.record(), closing)
+        elif self.response["store"]:
+            await self.store.put_response(self.record())
+        else:
             return
-        await self.store.put_response(
-            ResponseRecord(
-                id=self.response["id"],
-                project_id=self.project_id,
-                previous_response_id=self.response["previous_response_id"],
-                created_at=self.response["created_at"],
-                status=self.response["status"],
-                body=self.response,
-                input_items=self.input_items,
-                sent=self.sent,
+        if self.conversation_id is None:
+            self.contexts.put(
+                self.project_id,
+                self.response["id"],
+                self.context.extend(self.response["output"]),
+                parent=self.response["previous_response_id"],
             )
-        )
-        self.contexts.put(
-            self.project_id,
-            self.response["id"],
-            self.context.extend(self.response["output"]),
-            parent=self.response["previous_response_id"],
-        )
 
     async def start(self) -> None:
         """Start generation and wait for the first delta.
@@ -109,9 +122,11 @@ class ResponseRun:
             max_calls=self.max_calls,
             seal_reasoning=self.seal_reasoning,
             hide_reasoning=self.hide_reasoning,
+            first_sequence=self.resume_at,
         )
-        for event in translator.start():
-            yield event
+        if not self.resume_at:
+            for event in translator.start():
+                yield event
         for event in translator.in_progress():
             yield event
         try:
@@ -159,12 +174,12 @@ class ResponseRun:
             # The consumer went away (client disconnect) or we are shutting down: keep
             # what was generated, marked cancelled, even though this task is cancelled.
             if not translator.finished:
-                translator.cancel()
-                await asyncio.shield(asyncio.ensure_future(self._persist()))
+                cancelled = translator.cancel()
+                await asyncio.shield(asyncio.ensure_future(self._persist(cancelled)))
             raise
         # Persist before the terminal event, so a client that saw `response.completed`
         # can always retrieve the response.
-        await self._persist()
+        await self._persist(closing)
         for event in closing:
             yield event
 

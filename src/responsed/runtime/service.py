@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from responsed.engines.base import (
     Engine,
@@ -35,7 +35,12 @@ from responsed.runtime.tools import offered_tools
 from responsed.runtime.truncation import count, fit
 from responsed.store.base import ResponseStore
 
-__all__ = ["Prepared", "ResponseService"]
+__all__ = ["ConversationItems", "Prepared", "ResponseService"]
+
+
+class ConversationItems(Protocol):
+    async def context_items(self, project_id: str, conversation_id: str) -> list[dict[str, Any]]:
+        """The conversation's items, oldest first; the hosted 404 when there is none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +57,16 @@ class Prepared:
 
 class ResponseService:
     def __init__(
-        self, models: ModelRegistry, store: ResponseStore, sealer: Sealer | None = None
+        self,
+        models: ModelRegistry,
+        store: ResponseStore,
+        sealer: Sealer | None = None,
+        conversations: ConversationItems | None = None,
     ) -> None:
         self.models = models
         self.store = store
         self.sealer = sealer
+        self.conversations = conversations
         self.contexts = ContextCache()
 
     def _engine(self, model: str) -> Engine:
@@ -90,16 +100,20 @@ class ResponseService:
     ) -> Prepared:
         """Everything that can be refused is refused here, before any event is sent."""
         engine = self._engine(request.model)
-        if request.conversation is not None:
-            raise invalid_request(
-                "conversations are not supported by this server yet.",
-                param="conversation",
-                code="unsupported_value",
-            )
         tools, choice = offered_tools(request)
         input_items = normalize_input(request.input)
         history = Context()
-        if request.previous_response_id:
+        conversation_id = conversation_of(request)
+        if conversation_id is not None:
+            if request.previous_response_id:
+                raise invalid_request(
+                    "Mutually exclusive parameters: Ensure you are only providing one of: "
+                    "'previous_response_id' or 'conversation'.",
+                    param="conversation",
+                    code="mutually_exclusive_parameters",
+                )
+            history = await self._conversation(project_id, conversation_id)
+        elif request.previous_response_id:
             history = await self._history(project_id, request.previous_response_id)
         _check_call_outputs(input_items, history.call_ids)
         context = history.extend(input_items, self._unseal)
@@ -138,11 +152,21 @@ class ResponseService:
         )
 
     async def create(self, request: CreateResponseRequest, project_id: str) -> ResponseRun:
-        if request.background:
+        """A foreground response, started (its first delta awaited)."""
+        response = new_response(
+            request, response_id=new_id("resp"), created_at=int(time.time()), status="in_progress"
+        )
+        run = await self.prepare_run(request, project_id, response)
+        await run.start()
+        return run
+
+    async def prepare_run(
+        self, request: CreateResponseRequest, project_id: str, response: dict[str, Any]
+    ) -> ResponseRun:
+        """Refuse what is refusable and build the run producing `response`."""
+        if request.background and request.store is False:
             raise invalid_request(
-                "background mode is not supported by this server yet.",
-                param="background",
-                code="unsupported_value",
+                "Background mode requires `store` to be true.", param="background"
             )
         if request.prompt is not None:
             # Ignoring it would silently drop the template's instructions and input.
@@ -162,13 +186,10 @@ class ResponseService:
             top_logprobs=(request.top_logprobs or 0) if logprobs else None,
             reasoning_effort=request.reasoning.effort if request.reasoning else None,
         )
-        response = new_response(
-            request, response_id=new_id("resp"), created_at=int(time.time()), status="in_progress"
-        )
         max_calls = request.max_tool_calls
         if request.parallel_tool_calls is False:
             max_calls = 1
-        run = ResponseRun(
+        return ResponseRun(
             prepared.engine,
             prepared.request,
             response,
@@ -187,9 +208,8 @@ class ResponseService:
             summary=(request.reasoning.summary or request.reasoning.generate_summary)
             if request.reasoning
             else None,
+            conversation_id=conversation_of(request) if response["store"] else None,
         )
-        await run.start()
-        return run
 
     async def input_tokens(self, request: InputTokensRequest, project_id: str) -> dict[str, Any]:
         prepared = await self._prepare(request, project_id, refuse=False)
@@ -245,6 +265,12 @@ class ResponseService:
         chain = await self.store.chain_items(project_id, previous_response_id)
         return list(chain or ())
 
+    async def _conversation(self, project_id: str, conversation_id: str) -> Context:
+        if self.conversations is None:
+            raise invalid_request("Conversations are not enabled.", param="conversation")
+        items = await self.conversations.context_items(project_id, conversation_id)
+        return Context.of(items, self._unseal)
+
     async def _history(self, project_id: str, response_id: str) -> Context:
         """The previous response's context: cached, or the chain read in one query."""
         history = self.contexts.get(project_id, response_id)
@@ -273,12 +299,6 @@ class ResponseService:
         # all (deletes are rare) makes every later turn see the chain the store sees.
         self.contexts.clear()
         return {"id": response_id, "object": "response", "deleted": True}
-
-    async def cancel(self, project_id: str, response_id: str) -> dict[str, Any]:
-        body = await self.retrieve(project_id, response_id)
-        if not body.get("background"):
-            raise invalid_request("Cannot cancel a synchronous response.", param="response_id")
-        return body
 
     async def input_items(
         self,
@@ -324,6 +344,13 @@ def _check_call_outputs(items: list[dict[str, Any]], earlier_calls: frozenset[st
                 f"No tool call found for function call output with call_id {item['call_id']}.",
                 param="input",
             )
+
+
+def conversation_of(request: ContextFields) -> str | None:
+    conversation = request.conversation
+    if conversation is None or isinstance(conversation, str):
+        return conversation
+    return conversation.id
 
 
 def strict_schema_of(request: CreateResponseRequest) -> tuple[str, dict[str, Any]] | None:

@@ -39,6 +39,7 @@ class Translator:
         max_calls: int | None = None,
         seal_reasoning: Callable[[str], str] | None = None,
         hide_reasoning: bool = False,
+        first_sequence: int = 0,
     ) -> None:
         self.response = response
         self._seal_reasoning = seal_reasoning
@@ -49,7 +50,7 @@ class Translator:
         self._dropped: set[int] = set()
         self._logprobs: list[dict[str, Any]] = []  # of the open output_text part
         self.output: list[dict[str, Any]] = response["output"]
-        self._seq = 0
+        self._seq = first_sequence  # a background run continues its queued events
         self._open: dict[str, Any] | None = None  # the item being generated
         self._part: dict[str, Any] | None = None  # its open content part
         # The open part's text, joined when it closes: `+=` on a string held in a dict
@@ -368,15 +369,15 @@ class Translator:
         self.finished = True
         return events
 
-    def cancel(self) -> None:
-        """Stop without events (the client is gone); keep the partial output."""
-        self._join_part()
-        if self.reasoning_open() and not self._hide_reasoning:
-            self._open["content"][0]["text"] = "".join(self._reasoning)  # type: ignore[index]
-        if self._open is not None:
-            self._open["status"] = "incomplete"
+    def cancel(self) -> list[Event]:
+        """Stop, keeping the partial output: open items close as incomplete. There is no
+        terminal event for a cancelled response; a foreground client is gone anyway, and
+        a background stream ends after these events."""
+        events: list[Event] = []
+        self._close_open(events, "incomplete")
         self.response["status"] = "cancelled"
         self.finished = True
+        return events
 
 
 def _logprob_entries(tokens: tuple[TokenLogprob, ...]) -> list[dict[str, Any]]:

@@ -31,6 +31,9 @@ class ResponseRecord:
     # What the model was sent when it was not the whole context (truncation="auto"):
     # {"dropped_items": N}, the number of oldest context items left out.
     sent: dict[str, Any] | None = None
+    # The conversation this response belongs to: when it completes (or is incomplete),
+    # its input and output items are appended to it in the same transaction.
+    conversation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ import orjson
 from responsed.store.base import Item, ItemPage, ResponseRecord
 from responsed.store.migrations import apply_migrations
 
-__all__ = ["MAX_CHAIN_DEPTH", "SQLiteResponseStore"]
+__all__ = ["MAX_CHAIN_DEPTH", "SQLiteResponseStore", "put_response_tx"]
 
 T = TypeVar("T")
 
@@ -83,6 +83,61 @@ SELECT i.body FROM chain AS c
 LEFT JOIN response_items AS i ON i.project_id = :project AND i.response_id = c.id
 ORDER BY c.depth DESC, i.kind, i.position
 """
+
+
+_NEXT_CONVERSATION_POSITION = """
+SELECT COALESCE(MAX(position), -1) + 1 FROM conversation_items
+WHERE project_id = ? AND conversation_id = ?
+"""
+_APPEND_CONVERSATION_ITEM = """
+INSERT INTO conversation_items
+    (project_id, conversation_id, position, item_id, created_at, body)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (project_id, conversation_id, item_id) DO NOTHING
+"""
+_CONVERSATION_EXISTS = "SELECT 1 FROM conversations WHERE project_id = ? AND id = ?"
+_APPENDED_STATUSES = ("completed", "incomplete")
+
+
+def put_response_tx(conn: sqlite3.Connection, record: ResponseRecord) -> None:
+    """`ResponseStore.put_response` inside the caller's transaction (other repositories
+    write a response together with their own rows)."""
+    p, rid = record.project_id, record.id
+    body = orjson.dumps(record.body)
+    output = record.body.get("output") or ()
+    sent = None if record.sent is None else orjson.dumps(record.sent)
+    row = (p, rid, record.previous_response_id, record.created_at, record.status, body, sent)
+    if conn.execute(_INSERT_RESPONSE, row).rowcount == 1:
+        # First insert: input items are immutable from here on.
+        conn.executemany(
+            _INSERT_ITEM,
+            [
+                (p, rid, "input", i, item["id"], orjson.dumps(item))
+                for i, item in enumerate(record.input_items)
+            ],
+        )
+    else:
+        conn.execute(_UPDATE_RESPONSE, (record.status, body, p, rid))
+        conn.execute(_DELETE_OUTPUTS, (p, rid))
+    conn.executemany(
+        _INSERT_ITEM,
+        [(p, rid, "output", i, item["id"], orjson.dumps(item)) for i, item in enumerate(output)],
+    )
+    if record.conversation_id is not None and record.status in _APPENDED_STATUSES:
+        _append_to_conversation(conn, record)
+
+
+def _append_to_conversation(conn: sqlite3.Connection, record: ResponseRecord) -> None:
+    key = (record.project_id, record.conversation_id)
+    if conn.execute(_CONVERSATION_EXISTS, key).fetchone() is None:
+        return  # deleted while the response ran: nothing to append to
+    position: int = conn.execute(_NEXT_CONVERSATION_POSITION, key).fetchone()[0]
+    now = record.body.get("completed_at") or record.created_at
+    for item in [*record.input_items, *(record.body.get("output") or ())]:
+        cur = conn.execute(
+            _APPEND_CONVERSATION_ITEM, (*key, position, item["id"], now, orjson.dumps(item))
+        )
+        position += cur.rowcount  # an item already there (given back by id) is skipped
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -247,43 +302,7 @@ class SQLiteResponseStore:
     # -- writes ------------------------------------------------------------------
 
     async def put_response(self, record: ResponseRecord) -> None:
-        def work() -> None:
-            p, rid = record.project_id, record.id
-            body = orjson.dumps(record.body)
-            outputs = [
-                (p, rid, "output", i, item["id"], orjson.dumps(item))
-                for i, item in enumerate(record.body.get("output") or ())
-            ]
-
-            def tx(conn: sqlite3.Connection) -> None:
-                cur = conn.execute(
-                    _INSERT_RESPONSE,
-                    (
-                        p,
-                        rid,
-                        record.previous_response_id,
-                        record.created_at,
-                        record.status,
-                        body,
-                        None if record.sent is None else orjson.dumps(record.sent),
-                    ),
-                )
-                if cur.rowcount == 1:
-                    # First insert: input items are immutable from here on.
-                    inputs = [
-                        (p, rid, "input", i, item["id"], orjson.dumps(item))
-                        for i, item in enumerate(record.input_items)
-                    ]
-                    conn.executemany(_INSERT_ITEM, inputs)
-                else:
-                    conn.execute(_UPDATE_RESPONSE, (record.status, body, p, rid))
-                    conn.execute(_DELETE_OUTPUTS, (p, rid))
-                if outputs:
-                    conn.executemany(_INSERT_ITEM, outputs)
-
-            self._transaction(tx)
-
-        await self._on_writer(work)
+        await self.write(lambda conn: put_response_tx(conn, record))
 
     async def delete_response(self, project_id: str, response_id: str) -> bool:
         def work() -> bool:
