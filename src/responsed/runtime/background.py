@@ -125,13 +125,15 @@ class BackgroundRunner:
         self._heartbeat = asyncio.create_task(self._beat())
 
     async def aclose(self) -> None:
-        """Stop without finishing anything: running jobs keep their rows and are recovered
-        by the next process (their lease is left to lapse)."""
+        """Stop without finishing anything: running jobs keep their rows, their leases
+        are released, and the next process recovers them (`background_recovery`)."""
         self._closing = True
         tasks = [t for t in (self._heartbeat, *self._tasks.values()) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.jobs.release(self.owner)
 
     async def _beat(self) -> None:
         last_scan = time.monotonic()

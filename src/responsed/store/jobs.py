@@ -60,6 +60,10 @@ class JobStore(Protocol):
     async def finish(self, record: ResponseRecord, events: Sequence[Event]) -> None:
         """Add the last events, store the terminal response and drop its job."""
 
+    async def release(self, owner: str) -> None:
+        """End `owner`'s leases now (a clean shutdown): the next process recovers its
+        running jobs at once instead of waiting for the leases to lapse."""
+
     async def reset(self, project_id: str, response_id: str) -> None:
         """Forget a run's events but the first two (created, queued), to run it again."""
 
@@ -85,6 +89,7 @@ UPDATE background_jobs SET state = 'running', owner = ?, lease_until = ?, attemp
 WHERE project_id = ? AND response_id = ? AND cancel_requested = 0
   AND (state = 'queued' OR lease_until < ?)
 """
+_RELEASE = "UPDATE background_jobs SET lease_until = 0 WHERE owner = ? AND state = 'running'"
 _RENEW = "UPDATE background_jobs SET lease_until = ? WHERE owner = ? AND state = 'running'"
 _CANCELS = """
 SELECT project_id, response_id FROM background_jobs
