@@ -3,18 +3,22 @@ ends every one of them, and every event log stays gapless and well-formed."""
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from openai import OpenAI
 
 from conftest import free_port
 from responsed.testing import assert_valid_event_stream
@@ -25,13 +29,64 @@ RESPONSED = Path(sys.executable).parent / "responsed"
 SLOW = " ".join(f"w{i}" for i in range(400))  # ~40 s at 0.1 s a chunk: never finishes here
 
 
-def write_config(root: Path, upstream_url: str, recovery: str) -> Path:
+class HookReceiver:
+    """A webhook endpoint on loopback that refuses the first `refuse` deliveries (500)
+    and verifies every accepted one with the openai SDK."""
+
+    def __init__(self, refuse: int) -> None:
+        self.secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+        self.sdk = OpenAI(api_key="x", webhook_secret=self.secret, base_url="http://127.0.0.1:9")
+        self.refuse = refuse
+        self.attempts: list[str] = []  # webhook-id of every attempt
+        self.events: list[Any] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.attempts.append(self.headers["webhook-id"])
+                if receiver.refuse > 0:
+                    receiver.refuse -= 1
+                    self.send_response(500)
+                else:
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    receiver.events.append(receiver.sdk.webhooks.unwrap(body, headers))
+                    self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.sdk.close()
+
+
+@pytest.fixture
+def hooks() -> Iterator[HookReceiver]:
+    receiver = HookReceiver(refuse=2)
+    yield receiver
+    receiver.close()
+
+
+def write_config(root: Path, upstream_url: str, recovery: str, hooks: HookReceiver) -> Path:
     config = root / "responsed.toml"
     config.write_text(
         f"""
 builtin_model = false
 background_recovery = "{recovery}"
 background_lease_seconds = 1.0
+webhook_backoff_seconds = 0.2
+
+[[webhooks]]
+url = "{hooks.url}"
+secret = "{hooks.secret}"
 
 [[models]]
 name = "scripted"
@@ -125,9 +180,9 @@ def wait_all_terminal(base: str, ids: list[str], timeout: float = 60) -> dict[st
 
 @pytest.mark.parametrize("recovery", ["fail", "restart"])
 def test_sigkill_with_running_and_queued_jobs(
-    tmp_path: Path, scripted: ScriptedUpstream, recovery: str
+    tmp_path: Path, scripted: ScriptedUpstream, hooks: HookReceiver, recovery: str
 ) -> None:
-    config = write_config(tmp_path, scripted.base_url, recovery)
+    config = write_config(tmp_path, scripted.base_url, recovery, hooks)
     data = tmp_path / "data"
     scripted.enqueue(*[Turn(content=SLOW, delay=0.1) for _ in range(2)])
     with serve(config, data) as (base, proc):
@@ -165,3 +220,16 @@ def test_sigkill_with_running_and_queued_jobs(
             assert final_event is not None
             assert final_event["status"] == final[response_id]["status"]
             assert final_event["output"] == final[response_id]["output"]
+        # One verified webhook per job, the refused deliveries retried with the same id.
+        deadline = time.monotonic() + 30
+        while len(hooks.events) < len(running + queued):
+            assert time.monotonic() < deadline, f"webhooks: {hooks.events}"
+            time.sleep(0.05)
+        time.sleep(0.5)  # nothing more arrives
+        assert sorted(e.data.id for e in hooks.events) == sorted(running + queued)
+        for event in hooks.events:
+            assert event.type == f"response.{final[event.data.id]['status']}"
+            assert event.object == "event"
+        assert len(hooks.attempts) == len(hooks.events) + 2
+        refused = hooks.attempts[:2]
+        assert set(refused) <= {e.id for e in hooks.events}  # retried, not re-made

@@ -70,9 +70,7 @@ def test_failed_response_is_not_appended(client: OpenAI, scripted: ScriptedUpstr
     assert client.conversations.items.list(conversation.id).data == []
 
 
-def test_background_response_appends_when_done(
-    client: OpenAI, scripted: ScriptedUpstream
-) -> None:
+def test_background_response_appends_when_done(client: OpenAI, scripted: ScriptedUpstream) -> None:
     conversation = client.conversations.create()
     scripted.enqueue(Turn(content="later", delay=0.02))
     created = client.responses.create(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import tomllib
 from pathlib import Path
@@ -93,6 +95,26 @@ class WebhookConfig(BaseModel):
     )
     timeout: float = Field(default=10.0, gt=0)
 
+    @model_validator(mode="after")
+    def _valid_secret(self) -> WebhookConfig:
+        self.signing_key()
+        return self
+
+    def signing_key(self) -> bytes:
+        """The HMAC key. Parsed strictly: the SDK's verifier decodes "whsec_" + base64 and
+        nothing else, so a secret it cannot decode would sign with a key no one has."""
+        if not self.secret.startswith("whsec_"):
+            raise ValueError(f"webhook {self.url}: the secret must start with 'whsec_'")
+        try:
+            key = base64.b64decode(self.secret[len("whsec_") :], validate=True)
+        except binascii.Error:
+            raise ValueError(
+                f"webhook {self.url}: the secret is not valid base64 after 'whsec_'"
+            ) from None
+        if not key:
+            raise ValueError(f"webhook {self.url}: the secret is empty")
+        return key
+
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -119,6 +141,8 @@ class Settings(BaseModel):
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     # Failed deliveries are retried with backoff for this long, across restarts.
     webhook_retry_seconds: float = Field(default=3 * 24 * 3600, gt=0)
+    # The first retry's delay; each next one is 5x longer, up to an hour.
+    webhook_backoff_seconds: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -126,6 +150,9 @@ class Settings(BaseModel):
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"duplicate model names: {', '.join(sorted(dupes))}")
+        urls = [w.url for w in self.webhooks]
+        if len(set(urls)) != len(urls):  # deliveries are keyed by (event, url)
+            raise ValueError("a webhook url is configured twice")
         return self
 
 

@@ -20,9 +20,11 @@ from responsed.runtime.background import BackgroundRunner
 from responsed.runtime.conversations import ConversationService
 from responsed.runtime.sealing import Sealer, load_keys
 from responsed.runtime.service import ResponseService
+from responsed.runtime.webhooks import WebhookDispatcher
 from responsed.store.conversations import SQLiteConversationStore
 from responsed.store.jobs import SQLiteJobStore
 from responsed.store.sqlite import SQLiteResponseStore
+from responsed.store.webhooks import SQLiteWebhookStore
 
 __all__ = ["create_app"]
 
@@ -42,11 +44,19 @@ def create_app(settings: Settings) -> ASGIApp:
         sealer = Sealer(load_keys(settings.secret_keys, settings.data_dir))
         conversations = ConversationService(SQLiteConversationStore(store))
         service = ResponseService(registry, store, sealer, conversations)
+        webhooks = WebhookDispatcher(
+            SQLiteWebhookStore(store),
+            settings.webhooks,
+            retry_seconds=settings.webhook_retry_seconds,
+            backoff_base=settings.webhook_backoff_seconds,
+        )
+        await webhooks.start()
         background = BackgroundRunner(
             service,
             SQLiteJobStore(store),
             lease_seconds=settings.background_lease_seconds,
             recovery=settings.background_recovery,
+            notify=webhooks.notify,
         )
         await background.start()
         app.state.responses = service
@@ -60,6 +70,7 @@ def create_app(settings: Settings) -> ASGIApp:
             yield
         finally:
             await background.aclose()
+            await webhooks.aclose()  # before the store: its loop reads it
             await registry.aclose()
             await store.aclose()
 

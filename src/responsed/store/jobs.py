@@ -183,6 +183,9 @@ class SQLiteJobStore:
 
         await self.db.write(tx)
 
+    async def release(self, owner: str) -> None:
+        await self.db.write(lambda conn: conn.execute(_RELEASE, (owner,)))
+
     async def reset(self, project_id: str, response_id: str) -> None:
         await self.db.write(
             lambda conn: conn.execute(_DELETE_RUN_EVENTS, (project_id, response_id))
