@@ -48,5 +48,8 @@ def check_example_results(scope: dict[str, object]) -> None:
     assert isinstance(kinds, list)
     assert kinds[0] == "response.created"
     assert kinds[-1] in ("response.completed", "response.incomplete")
+    assert len(scope["history"].data) == 2  # type: ignore[attr-defined]
+    assert scope["job"].status in ("completed", "incomplete")  # type: ignore[attr-defined]
+    assert scope["cursor"] == 3
     parsed = scope["parsed"].output_parsed  # type: ignore[attr-defined]
     assert parsed is not None and parsed.name and isinstance(parsed.participants, list)
