@@ -213,3 +213,48 @@ def test_background_on_the_builtin_model(client: OpenAI, server: RunningServer) 
     assert done.status in ("completed", "incomplete")
     assert done.output_text
     check_stream(replay(server, created.id))
+
+
+def test_disconnect_never_stops_a_background_response(
+    client: OpenAI, scripted: ScriptedUpstream
+) -> None:
+    text = " ".join(f"t{i}" for i in range(40))
+    scripted.enqueue(Turn(content=text, delay=0.02))
+    with client.responses.create(
+        model="scripted", input="q", background=True, stream=True
+    ) as stream:
+        for event in stream:
+            if event.type == "response.created":
+                response_id = event.response.id
+            if event.sequence_number >= 4:
+                break  # the client hangs up mid-stream
+    done, _ = wait_terminal(client, response_id)
+    assert done.status == "completed"
+    assert done.output_text == text
+
+
+def test_cancel_on_the_builtin_model_frees_the_engine(
+    client: OpenAI, server: RunningServer
+) -> None:
+    created = client.responses.create(
+        model="smollm2",
+        input="Write a very long story about a lighthouse keeper.",
+        background=True,
+        max_output_tokens=2000,
+    )
+    replay_until(server, created.id, "response.output_text.delta", 5)
+    started = time.monotonic()
+    cancelled = client.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    assert time.monotonic() - started < 5, "cancel did not stop the model promptly"
+    partial = cancelled.output[-1]
+    assert partial.status == "incomplete"
+    assert cancelled.usage is None or cancelled.usage.output_tokens < 2000
+    # The model is free again at once: a short request is served without waiting.
+    started = time.monotonic()
+    quick = client.responses.create(
+        model="smollm2", input="Hi", max_output_tokens=16, temperature=0, store=False
+    )
+    assert quick.status in ("completed", "incomplete")
+    assert time.monotonic() - started < 30
+    assert client.responses.retrieve(created.id).model_dump() == cancelled.model_dump()

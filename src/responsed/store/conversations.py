@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from responsed.store.base import Item, ItemPage
-from responsed.store.sqlite import SQLiteResponseStore
+from responsed.store.sqlite import SQLiteResponseStore, keyset_page, loads_many
 
 __all__ = [
     "ConversationStore",
@@ -26,7 +26,6 @@ __all__ = [
 Conversation = dict[str, Any]
 """The wire object: `{"id", "object": "conversation", "created_at", "metadata"}`."""
 
-_CURSOR_MAX = 2**62
 
 _INSERT_CONVERSATION = (
     "INSERT INTO conversations (project_id, id, created_at, metadata) VALUES (?, ?, ?, ?)"
@@ -146,12 +145,6 @@ def _conversation(row: tuple[str, int, bytes]) -> Conversation:
     }
 
 
-def _loads_many(bodies: Sequence[bytes]) -> list[Item]:
-    # One orjson call over a spliced array beats one call per item.
-    result: list[Item] = orjson.loads(b"[" + b",".join(bodies) + b"]")
-    return result
-
-
 def _insert_items(
     conn: sqlite3.Connection,
     key: tuple[str, str],
@@ -259,16 +252,7 @@ class SQLiteConversationStore:
         def work(conn: sqlite3.Connection) -> ItemPage | None:
             if conn.execute(_EXISTS, key).fetchone() is None:
                 return None
-            if after is None:
-                cursor = -1 if order == "asc" else _CURSOR_MAX
-            else:
-                row = conn.execute(_POSITION, (*key, after)).fetchone()
-                if row is None:  # unknown cursor: nothing is "after" it
-                    return ItemPage([], False)
-                cursor = row[0]
-            # Fetch one extra row to learn has_more without a COUNT.
-            rows = conn.execute(_PAGE[order], (*key, cursor, limit + 1)).fetchall()
-            return ItemPage(_loads_many([r[0] for r in rows[:limit]]), len(rows) > limit)
+            return keyset_page(conn, _POSITION, _PAGE[order], key, after, limit, order)
 
         return await self.db.read(work)
 
@@ -299,6 +283,6 @@ class SQLiteConversationStore:
             rows = conn.execute(_ALL_ITEMS, (project_id, conversation_id)).fetchall()
             if not rows:
                 return None
-            return _loads_many([r[0] for r in rows if r[0] is not None])
+            return loads_many([r[0] for r in rows if r[0] is not None])
 
         return await self.db.read(work)

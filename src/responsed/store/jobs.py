@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from responsed.store.base import ResponseRecord
-from responsed.store.sqlite import SQLiteResponseStore, put_response_tx
+from responsed.store.sqlite import SQLiteResponseStore, loads_many, put_response_tx
 
 __all__ = ["Job", "JobStore", "SQLiteJobStore"]
 
@@ -206,9 +206,6 @@ class SQLiteJobStore:
     async def events(self, project_id: str, response_id: str, after: int) -> list[Event]:
         def work(conn: sqlite3.Connection) -> list[Event]:
             rows = conn.execute(_EVENTS_AFTER, (project_id, response_id, after)).fetchall()
-            if not rows:
-                return []
-            result: list[Event] = orjson.loads(b"[" + b",".join(r[0] for r in rows) + b"]")
-            return result
+            return loads_many([r[0] for r in rows])
 
         return await self.db.read(work)

@@ -29,7 +29,7 @@ import orjson
 from responsed.store.base import Item, ItemPage, ResponseRecord
 from responsed.store.migrations import apply_migrations
 
-__all__ = ["MAX_CHAIN_DEPTH", "SQLiteResponseStore", "put_response_tx"]
+__all__ = ["MAX_CHAIN_DEPTH", "SQLiteResponseStore", "keyset_page", "loads_many", "put_response_tx"]
 
 T = TypeVar("T")
 
@@ -153,7 +153,31 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _loads_many(bodies: Sequence[bytes]) -> list[Item]:
+def keyset_page(
+    conn: sqlite3.Connection,
+    position_sql: str,
+    page_sql: str,
+    key: tuple[str, str],
+    after: str | None,
+    limit: int,
+    order: Literal["asc", "desc"],
+) -> ItemPage:
+    """A page of item bodies by position after the item `after` (an unknown cursor: an
+    empty page). `position_sql` maps (*key, item_id) to a position; `page_sql` takes
+    (*key, cursor, limit) and pages in `order`."""
+    if after is None:
+        cursor = -1 if order == "asc" else _CURSOR_MAX
+    else:
+        row = conn.execute(position_sql, (*key, after)).fetchone()
+        if row is None:  # unknown cursor: nothing is "after" it
+            return ItemPage([], False)
+        cursor = row[0]
+    # Fetch one extra row to learn has_more without a COUNT.
+    rows = conn.execute(page_sql, (*key, cursor, limit + 1)).fetchall()
+    return ItemPage(loads_many([r[0] for r in rows[:limit]]), len(rows) > limit)
+
+
+def loads_many(bodies: Sequence[bytes]) -> list[Item]:
     # One orjson call over a spliced array beats one call per item.
     result: list[Item] = orjson.loads(b"[" + b",".join(bodies) + b"]")
     return result
@@ -353,16 +377,7 @@ class SQLiteResponseStore:
             key = (project_id, response_id)
             if conn.execute(_EXISTS, key).fetchone() is None:
                 return None
-            if after is None:
-                cursor = -1 if order == "asc" else _CURSOR_MAX
-            else:
-                row = conn.execute(_INPUT_POSITION, (*key, after)).fetchone()
-                if row is None:  # unknown cursor: nothing is "after" it
-                    return ItemPage([], False)
-                cursor = row[0]
-            # Fetch one extra row to learn has_more without a COUNT.
-            rows = conn.execute(_PAGE[order], (*key, cursor, limit + 1)).fetchall()
-            return ItemPage(_loads_many([r[0] for r in rows[:limit]]), len(rows) > limit)
+            return keyset_page(conn, _INPUT_POSITION, _PAGE[order], key, after, limit, order)
 
         return await self._read(work)
 
@@ -373,6 +388,6 @@ class SQLiteResponseStore:
             rows = conn.execute(_CHAIN, params).fetchall()
             if not rows:
                 return None
-            return _loads_many([r[0] for r in rows if r[0] is not None])
+            return loads_many([r[0] for r in rows if r[0] is not None])
 
         return await self._read(work)
