@@ -258,3 +258,20 @@ def test_cancel_on_the_builtin_model_frees_the_engine(
     assert quick.status in ("completed", "incomplete")
     assert time.monotonic() - started < 30
     assert client.responses.retrieve(created.id).model_dump() == cancelled.model_dump()
+
+
+def test_deleting_a_running_response_stops_it_for_good(
+    client: OpenAI, server: RunningServer, scripted: ScriptedUpstream
+) -> None:
+    scripted.enqueue(Turn(content=" ".join(f"d{i}" for i in range(200)), delay=0.05))
+    disconnects = scripted.disconnects
+    created = client.responses.create(model="scripted", input="q", background=True)
+    replay_until(server, created.id, "response.output_text.delta", 2)
+    assert client.responses.delete(created.id) is None
+    deadline = time.monotonic() + 10
+    while scripted.disconnects == disconnects:
+        assert time.monotonic() < deadline, "generation went on after the delete"
+        time.sleep(0.02)
+    time.sleep(0.3)
+    with pytest.raises(openai.NotFoundError):  # not brought back by the run's end
+        client.responses.retrieve(created.id)

@@ -92,8 +92,12 @@ async def retrieve_response(
 
 
 @router.delete(PREFIX + "/{response_id}")
-async def delete_response(response_id: str, service: Service, project: Project) -> Response:
-    return JSONBytes(await service.delete(project, response_id))
+async def delete_response(
+    request: Request, response_id: str, service: Service, project: Project
+) -> Response:
+    deleted = await service.delete(project, response_id)
+    _runner(request).abandon((project, response_id))  # a background run stops at once
+    return JSONBytes(deleted)
 
 
 @router.post(PREFIX + "/{response_id}/cancel")

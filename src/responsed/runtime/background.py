@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
+import orjson
 import structlog
 
 from responsed.protocol.errors import APIError, invalid_request
@@ -76,7 +77,9 @@ class _EventWriter:
             # The run's start is where the stored status becomes in_progress.
             started = any(e["type"] == "response.in_progress" for e in events)
             record = self.run.record() if started else None
-            await self.runner.jobs.append(*self.key, events, record)
+            if not await self.runner.jobs.append(*self.key, events, record):
+                self.runner.abandon(self.key)  # deleted meanwhile: stop generating
+                return
             self.persisted = events[-1]["sequence_number"]
             self.runner.wake(self.key)
 
@@ -85,12 +88,14 @@ class _EventWriter:
             await self._flushing
         await self.flush()
 
-    async def finish(self, record: ResponseRecord, closing: list[Event]) -> None:
+    async def finish(self, record: ResponseRecord, closing: list[Event]) -> bool:
         await self.drain()
-        await self.runner.jobs.finish(record, closing)
+        if not await self.runner.jobs.finish(record, closing):
+            return False
         if closing:
             self.persisted = closing[-1]["sequence_number"]
         self.runner.wake(self.key)
+        return True
 
 
 class BackgroundRunner:
@@ -171,7 +176,11 @@ class BackgroundRunner:
             {"type": "response.created", "sequence_number": 0, "response": _copy(response)},
             {"type": "response.queued", "sequence_number": 1, "response": _copy(response)},
         ]
-        await self.jobs.enqueue(run.record(), request.model, raw, first)
+        # The job keeps the input as normalized, so a run prepared again after a restart
+        # has the same item ids as the stored input (and the conversation it extends).
+        body = orjson.loads(raw)
+        body["input"] = run.input_items
+        await self.jobs.enqueue(run.record(), request.model, orjson.dumps(body), first)
         key = (project_id, response["id"])
         self._runs[key] = run
         self._spawn(key, request.model, None)
@@ -258,9 +267,9 @@ class BackgroundRunner:
             key = (record.project_id, record.id)
             if self._closing and key not in self._cancelling:
                 return  # shutting down: leave the job to the next process
-            await writer.finish(record, closing)
             self._ended.add(key)
-            await self._notify(record.status, record.id)
+            if await writer.finish(record, closing):
+                await self._notify(record.status, record.id)
 
         return finalize
 
@@ -269,10 +278,10 @@ class BackgroundRunner:
         `response.failed` (or nothing more, when cancelled)."""
         events = await self.jobs.events(*key, -1)
         closing, final = close_interrupted(events, status, message)
-        await self.jobs.finish(_record(key, final), closing)
         self._ended.add(key)
-        self.wake(key)
-        await self._notify(status, key[1])
+        if await self.jobs.finish(_record(key, final), closing):
+            self.wake(key)
+            await self._notify(status, key[1])
 
     async def _notify(self, status: str, response_id: str) -> None:
         if self.notify is not None:
@@ -282,6 +291,13 @@ class BackgroundRunner:
                 log.warning("webhook enqueue failed", response_id=response_id, error=str(exc))
 
     # -- cancel -----------------------------------------------------------------------
+
+    def abandon(self, key: Key) -> None:
+        """Stop a local run without storing anything (its response was deleted)."""
+        task = self._tasks.get(key)
+        if task is not None:
+            self._ended.add(key)
+            task.cancel()
 
     def _cancel_local(self, key: Key) -> bool:
         task = self._tasks.get(key)

@@ -54,11 +54,14 @@ class JobStore(Protocol):
         response_id: str,
         events: Sequence[Event],
         record: ResponseRecord | None,
-    ) -> None:
-        """Add events (and update the response when `record` is given)."""
+    ) -> bool:
+        """Add events (and update the response when `record` is given). False, writing
+        nothing, when the job is gone (the response was deleted)."""
 
-    async def finish(self, record: ResponseRecord, events: Sequence[Event]) -> None:
-        """Add the last events, store the terminal response and drop its job."""
+    async def finish(self, record: ResponseRecord, events: Sequence[Event]) -> bool:
+        """Add the last events, store the terminal response and drop its job, atomically.
+        False, writing nothing, when the job is gone: the response was deleted, or
+        another process already ended it."""
 
     async def release(self, owner: str) -> None:
         """End `owner`'s leases now (a clean shutdown): the next process recovers its
@@ -104,6 +107,7 @@ _DELETE_RUN_EVENTS = """
 DELETE FROM response_events WHERE project_id = ? AND response_id = ? AND sequence_number > 1
 """
 _DELETE_JOB = "DELETE FROM background_jobs WHERE project_id = ? AND response_id = ?"
+_JOB_EXISTS = "SELECT 1 FROM background_jobs WHERE project_id = ? AND response_id = ?"
 _PENDING = f"""
 SELECT {_JOB_COLUMNS} FROM background_jobs
 WHERE state = 'queued' OR lease_until < ? ORDER BY created_at
@@ -167,21 +171,28 @@ class SQLiteJobStore:
         response_id: str,
         events: Sequence[Event],
         record: ResponseRecord | None,
-    ) -> None:
-        def tx(conn: sqlite3.Connection) -> None:
+    ) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            if conn.execute(_JOB_EXISTS, (project_id, response_id)).fetchone() is None:
+                return False
             _insert_events(conn, project_id, response_id, events)
             if record is not None:
                 put_response_tx(conn, record)
+            return True
 
-        await self.db.write(tx)
+        return await self.db.write(tx)
 
-    async def finish(self, record: ResponseRecord, events: Sequence[Event]) -> None:
-        def tx(conn: sqlite3.Connection) -> None:
+    async def finish(self, record: ResponseRecord, events: Sequence[Event]) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            # Deleting the job first: its absence means someone else ended the response
+            # (or deleted it), and nothing may be written over that.
+            if conn.execute(_DELETE_JOB, (record.project_id, record.id)).rowcount == 0:
+                return False
             _insert_events(conn, record.project_id, record.id, events)
             put_response_tx(conn, record)
-            conn.execute(_DELETE_JOB, (record.project_id, record.id))
+            return True
 
-        await self.db.write(tx)
+        return await self.db.write(tx)
 
     async def release(self, owner: str) -> None:
         await self.db.write(lambda conn: conn.execute(_RELEASE, (owner,)))
