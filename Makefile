@@ -38,6 +38,7 @@ bench: install
 	$(PY) bench/chain.py
 	$(PY) bench/builtin.py
 	$(PY) bench/kv_cache.py
+	$(PY) bench/background.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

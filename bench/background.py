@@ -35,7 +35,6 @@ import asyncio
 import datetime
 import os
 import platform
-import re
 import signal
 import sqlite3
 import subprocess
@@ -188,6 +187,7 @@ def stats(recs: list[Rec]) -> dict[str, float]:
         "ttft_p99": pct(first, 0.99),
         "terminal_p50": pct(term, 0.5),
         "terminal_p99": pct(term, 0.99),
+        "spread_p50": pct([t - f for t, f in zip(term, first, strict=True)], 0.5),
     }
 
 
@@ -491,7 +491,9 @@ def report(res: dict[str, Any], cfg: Config, tokens: int, info: dict[str, Any]) 
             f" p50 {ratio(bg['ttft_p50'], fg['ttft_p50'])}, terminal p50"
             f" {ratio(bg['terminal_p50'], fg['terminal_p50'])} /"
             f" p99 {ratio(bg['terminal_p99'], fg['terminal_p99'])},"
-            f" CPU/stream {ratio(bg['cpu_per_stream'], fg['cpu_per_stream'])}"
+            f" CPU/stream {ratio(bg['cpu_per_stream'], fg['cpu_per_stream'])};"
+            f" first delta → terminal p50: {ms(fg['spread_p50'])} ms foreground,"
+            f" {ms(bg['spread_p50'])} ms background"
         )
 
     lines += [
@@ -550,6 +552,9 @@ def report(res: dict[str, Any], cfg: Config, tokens: int, info: dict[str, Any]) 
             f" {r['cpu_per_replay'] * 1e3:.2f} |"
         )
     r16 = rp["full_c16"]
+    full, mid = rp["full"], rp["mid"]
+    per_event = (full["cpu_per_replay"] - mid["cpu_per_replay"]) / (full["events"] - mid["events"])
+    fixed = full["cpu_per_replay"] - per_event * full["events"]
     lines += [
         f"| from the start, c16 closed loop ({r16['rate']:.0f} replays/s) | {r16['events']} |"
         f" {ms(r16['terminal_p50'])} / {ms(r16['terminal_p99'])} | - |"
@@ -558,8 +563,9 @@ def report(res: dict[str, Any], cfg: Config, tokens: int, info: dict[str, Any]) 
         f"replay/live foreground stream at c1: time p50"
         f" {ratio(rp['full']['p50'], c1['fg']['terminal_p50'])}, CPU"
         f" {ratio(rp['full']['cpu_per_replay'], c1['fg']['cpu_per_stream'])};"
-        f" CPU per replayed event {rp['full']['cpu_per_replay'] / rp['full']['events'] * 1e6:.1f}"
-        f" µs; middle/full time p50 {ratio(rp['mid']['p50'], rp['full']['p50'])}",
+        f" middle/full time p50 {ratio(rp['mid']['p50'], rp['full']['p50'])}",
+        f"replay CPU, from full vs middle: {per_event * 1e6:.1f} µs per event +"
+        f" {fixed * 1e3:.2f} ms per request",
     ]
     db = info.get("db")
     if db:
@@ -574,15 +580,25 @@ def report(res: dict[str, Any], cfg: Config, tokens: int, info: dict[str, Any]) 
     return "\n".join(lines)
 
 
-def write_results(text: str, command: str) -> None:
-    section = f"{SECTION}\n\nCommand: `{command}`\n\n```\n{text}\n```\n"
-    old = RESULTS.read_text() if RESULTS.exists() else "# Bench results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: section + "\n", old, count=1).rstrip("\n") + "\n"
-    else:
-        new = old.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(new)
+def write_results(text: str, command: str, date: str) -> None:
+    """Replace (or append) this bench's section: from its heading to the next `## `
+    heading outside a code block."""
+    section = f"{SECTION}\n\nCommand: `{command}` ({date})\n\n```\n{text}\n```\n"
+    old = RESULTS.read_text().splitlines(keepends=True) if RESULTS.exists() else []
+    begin = next((i for i, line in enumerate(old) if line.rstrip() == SECTION), None)
+    if begin is None:
+        head = "".join(old).rstrip("\n")
+        RESULTS.write_text((head + "\n\n" if head else "") + section)
+        return
+    end, fenced = len(old), False
+    for i in range(begin + 1, len(old)):
+        if old[i].startswith("```"):
+            fenced = not fenced
+        elif not fenced and old[i].startswith("## "):
+            end = i
+            break
+    rest = "".join(old[end:])
+    RESULTS.write_text("".join(old[:begin]) + section + ("\n" + rest if rest else ""))
 
 
 # --------------------------------------------------------------------------------------
@@ -641,7 +657,7 @@ def main() -> int:
         command = ".venv/bin/python bench/background.py" + (
             f" --tokens {args.tokens}" if args.tokens != 256 else ""
         )
-        write_results(text, command)
+        write_results(text, command, str(info["date"]))
         print(f"updated {RESULTS}", file=sys.stderr)
     return 0
 

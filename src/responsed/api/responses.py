@@ -49,11 +49,8 @@ async def create_response(request: Request) -> Response:
     raw = await request.body()
     body = parse_body(CreateResponseRequest, raw)
     if body.background:
-        runner = _runner(request)
-        queued = await runner.submit(body, raw, project)
-        if body.stream:
-            return _sse(await runner.stream(project, queued["id"], None))
-        return JSONBytes(queued)
+        queued, stream = await _runner(request).submit(body, raw, project)
+        return JSONBytes(queued) if stream is None else _sse(stream)
     run = await service.create(body, project)
     if body.stream:
         return _sse(run.events())

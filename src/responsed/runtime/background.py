@@ -81,7 +81,7 @@ class _EventWriter:
                 self.runner.abandon(self.key)  # deleted meanwhile: stop generating
                 return
             self.persisted = events[-1]["sequence_number"]
-            self.runner.wake(self.key)
+            self.runner.publish(self.key, events)
 
     async def drain(self) -> None:
         if self._flushing is not None:
@@ -94,7 +94,7 @@ class _EventWriter:
             return False
         if closing:
             self.persisted = closing[-1]["sequence_number"]
-        self.runner.wake(self.key)
+        self.runner.publish(self.key, closing, ended=True)
         return True
 
 
@@ -119,7 +119,7 @@ class BackgroundRunner:
         self._cancelling: set[Key] = set()  # asked to cancel by a client
         self._ended: set[Key] = set()  # terminal and stored, while its task winds down
         self._slots: dict[str, asyncio.Semaphore] = {}
-        self._wakers: dict[Key, asyncio.Event] = {}
+        self._feeds: dict[Key, set[_Feed]] = {}  # followers in this process
         self._heartbeat: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -165,8 +165,9 @@ class BackgroundRunner:
 
     async def submit(
         self, request: CreateResponseRequest, raw: bytes, project_id: str
-    ) -> dict[str, Any]:
-        """Store the response `queued` and return it; a worker runs it."""
+    ) -> tuple[dict[str, Any], AsyncIterator[Event] | None]:
+        """Store the response `queued` and return it (and its live stream when the
+        request streams); a worker runs it."""
         response = new_response(
             request, response_id=new_id("resp"), created_at=int(time.time()), status="queued"
         )
@@ -183,9 +184,10 @@ class BackgroundRunner:
         await self.jobs.enqueue(run.record(), request.model, orjson.dumps(body), first)
         key = (project_id, response["id"])
         self._runs[key] = run
+        stream = self.follow(key, -1, first) if request.stream else None
         self._spawn(key, request.model, None)
         queued: dict[str, Any] = first[0]["response"]
-        return queued
+        return queued, stream
 
     def _spawn(self, key: Key, model: str, job: Job | None) -> None:
         task = asyncio.create_task(self._work(key, model, job))
@@ -280,7 +282,7 @@ class BackgroundRunner:
         closing, final = close_interrupted(events, status, message)
         self._ended.add(key)
         if await self.jobs.finish(_record(key, final), closing):
-            self.wake(key)
+            self.publish(key, closing, ended=True)
             await self._notify(status, key[1])
 
     async def _notify(self, status: str, response_id: str) -> None:
@@ -331,10 +333,16 @@ class BackgroundRunner:
 
     # -- following --------------------------------------------------------------------
 
-    def wake(self, key: Key) -> None:
-        waker = self._wakers.pop(key, None)
-        if waker is not None:
-            waker.set()
+    def publish(self, key: Key, events: list[Event], *, ended: bool = False) -> None:
+        """Hand events just made durable to this process's followers (no re-read)."""
+        # At the end the feeds are dropped here: a stream that was never iterated (its
+        # client left before the first byte) does not keep its batches alive.
+        feeds = self._feeds.pop(key, ()) if ended else self._feeds.get(key, ())
+        for feed in feeds:
+            if events:
+                feed.batches.append(events)
+            feed.ended |= ended
+            feed.ready.set()
 
     async def stream(
         self, project_id: str, response_id: str, after: int | None
@@ -347,27 +355,77 @@ class BackgroundRunner:
                 "Only responses created with background=true can be streamed again.",
                 param="stream",
             )
-        return self._follow((project_id, response_id), -1 if after is None else after)
+        return self.follow((project_id, response_id), -1 if after is None else after)
 
-    async def _follow(self, key: Key, cursor: int) -> AsyncIterator[Event]:
-        while True:
-            waker = self._wakers.setdefault(key, asyncio.Event())
-            events = await self.jobs.events(*key, cursor)
-            for event in events:
-                yield event
-                cursor = event["sequence_number"]
-                if event["type"] in TERMINAL_EVENTS:
-                    return
-            if not events:
-                body = await self.service.store.get_response(*key)
-                if body is None or body["status"] in TERMINAL_STATUSES:
-                    # Cancelled responses end without a terminal event; read once more
-                    # for events written between the two reads.
-                    for event in await self.jobs.events(*key, cursor):
-                        yield event
-                    return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waker.wait(), _FOLLOW_POLL)
+    def follow(
+        self, key: Key, cursor: int, first: list[Event] | None = None
+    ) -> AsyncIterator[Event]:
+        """The log after `cursor`, then live events to the end. Subscribed at once (not
+        when iteration starts), so a stream opened with `submit` misses nothing; `first`:
+        the events known to be at the start of the log, read instead of the log."""
+        feed = _Feed()
+        self._feeds.setdefault(key, set()).add(feed)
+        return self._follow(key, cursor, feed, first)
+
+    async def _follow(
+        self, key: Key, cursor: int, feed: _Feed, first: list[Event] | None
+    ) -> AsyncIterator[Event]:
+        """An event is in the first read, in a published batch, or both (duplicates are
+        skipped by sequence number). A batch that would leave a gap, and a quiet spell
+        (events written by another process), send the follower back to the log."""
+        try:
+            events = first if first is not None else await self.jobs.events(*key, cursor)
+            while True:
+                for event in events:
+                    number = event["sequence_number"]
+                    if number <= cursor:
+                        continue
+                    if number != cursor + 1:
+                        break  # missed a batch: the log has it
+                    yield event
+                    cursor = number
+                    if event["type"] in TERMINAL_EVENTS:
+                        return
+                else:
+                    if feed.batches:
+                        events = [e for batch in feed.batches for e in batch]
+                        feed.batches.clear()
+                        continue
+                    if not feed.ended:
+                        feed.ready.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(feed.ready.wait(), _FOLLOW_POLL)
+                        if feed.batches or feed.ended:
+                            continue
+                    events = await self.jobs.events(*key, cursor)
+                    if events:
+                        continue
+                    # Nothing new: the end, if the response is over (cancelled ones have
+                    # no terminal event) or gone.
+                    body = await self.service.store.get_response(*key)
+                    if body is None or body["status"] in TERMINAL_STATUSES:
+                        for event in await self.jobs.events(*key, cursor):
+                            yield event
+                        return
+                    continue
+                events = await self.jobs.events(*key, cursor)
+        finally:
+            feeds = self._feeds.get(key)
+            if feeds is not None:
+                feeds.discard(feed)
+                if not feeds:
+                    del self._feeds[key]
+
+
+class _Feed:
+    """One follower's inbox of published batches."""
+
+    __slots__ = ("batches", "ended", "ready")
+
+    def __init__(self) -> None:
+        self.batches: list[list[Event]] = []
+        self.ended = False
+        self.ready = asyncio.Event()
 
 
 def _copy(response: dict[str, Any]) -> dict[str, Any]:
