@@ -26,6 +26,7 @@ from responsed.protocol.ids import new_id
 from responsed.protocol.request import CreateResponseRequest
 from responsed.protocol.response import new_response
 from responsed.protocol.validation import parse_body
+from responsed.runtime.event_feeds import TERMINAL_STATUSES, EventFeeds
 from responsed.runtime.event_log import close_interrupted
 from responsed.runtime.run import ResponseRun
 from responsed.runtime.service import ResponseService
@@ -37,11 +38,8 @@ __all__ = ["BackgroundRunner"]
 
 log = structlog.get_logger(__name__)
 
-TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
-TERMINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
 _STOPPED = "The server stopped while this response was in progress."
 _SERVER_ERROR = "The server had an error while running this response."
-_FOLLOW_POLL = 1.0  # s; followers also re-read the log this often (other replicas write it)
 
 Key = tuple[str, str]  # (project_id, response_id)
 Notify = Callable[[str, str], Awaitable[object]]  # (event type, response id)
@@ -81,7 +79,7 @@ class _EventWriter:
                 self.runner.abandon(self.key)  # deleted meanwhile: stop generating
                 return
             self.persisted = events[-1]["sequence_number"]
-            self.runner.publish(self.key, events)
+            self.runner.feeds.publish(self.key, events)
 
     async def drain(self) -> None:
         if self._flushing is not None:
@@ -94,7 +92,7 @@ class _EventWriter:
             return False
         if closing:
             self.persisted = closing[-1]["sequence_number"]
-        self.runner.publish(self.key, closing, ended=True)
+        self.runner.feeds.publish(self.key, closing, ended=True)
         return True
 
 
@@ -119,7 +117,7 @@ class BackgroundRunner:
         self._cancelling: set[Key] = set()  # asked to cancel by a client
         self._ended: set[Key] = set()  # terminal and stored, while its task winds down
         self._slots: dict[str, asyncio.Semaphore] = {}
-        self._feeds: dict[Key, set[_Feed]] = {}  # followers in this process
+        self.feeds = EventFeeds(jobs, service.store)  # followers in this process
         self._heartbeat: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -184,7 +182,7 @@ class BackgroundRunner:
         await self.jobs.enqueue(run.record(), request.model, orjson.dumps(body), first)
         key = (project_id, response["id"])
         self._runs[key] = run
-        stream = self.follow(key, -1, first) if request.stream else None
+        stream = self.feeds.follow(key, -1, first) if request.stream else None
         self._spawn(key, request.model, None)
         queued: dict[str, Any] = first[0]["response"]
         return queued, stream
@@ -282,7 +280,7 @@ class BackgroundRunner:
         closing, final = close_interrupted(events, status, message)
         self._ended.add(key)
         if await self.jobs.finish(_record(key, final), closing):
-            self.publish(key, closing, ended=True)
+            self.feeds.publish(key, closing, ended=True)
             await self._notify(status, key[1])
 
     async def _notify(self, status: str, response_id: str) -> None:
@@ -333,17 +331,6 @@ class BackgroundRunner:
 
     # -- following --------------------------------------------------------------------
 
-    def publish(self, key: Key, events: list[Event], *, ended: bool = False) -> None:
-        """Hand events just made durable to this process's followers (no re-read)."""
-        # At the end the feeds are dropped here: a stream that was never iterated (its
-        # client left before the first byte) does not keep its batches alive.
-        feeds = self._feeds.pop(key, ()) if ended else self._feeds.get(key, ())
-        for feed in feeds:
-            if events:
-                feed.batches.append(events)
-            feed.ended |= ended
-            feed.ready.set()
-
     async def stream(
         self, project_id: str, response_id: str, after: int | None
     ) -> AsyncIterator[Event]:
@@ -355,77 +342,7 @@ class BackgroundRunner:
                 "Only responses created with background=true can be streamed again.",
                 param="stream",
             )
-        return self.follow((project_id, response_id), -1 if after is None else after)
-
-    def follow(
-        self, key: Key, cursor: int, first: list[Event] | None = None
-    ) -> AsyncIterator[Event]:
-        """The log after `cursor`, then live events to the end. Subscribed at once (not
-        when iteration starts), so a stream opened with `submit` misses nothing; `first`:
-        the events known to be at the start of the log, read instead of the log."""
-        feed = _Feed()
-        self._feeds.setdefault(key, set()).add(feed)
-        return self._follow(key, cursor, feed, first)
-
-    async def _follow(
-        self, key: Key, cursor: int, feed: _Feed, first: list[Event] | None
-    ) -> AsyncIterator[Event]:
-        """An event is in the first read, in a published batch, or both (duplicates are
-        skipped by sequence number). A batch that would leave a gap, and a quiet spell
-        (events written by another process), send the follower back to the log."""
-        try:
-            events = first if first is not None else await self.jobs.events(*key, cursor)
-            while True:
-                for event in events:
-                    number = event["sequence_number"]
-                    if number <= cursor:
-                        continue
-                    if number != cursor + 1:
-                        break  # missed a batch: the log has it
-                    yield event
-                    cursor = number
-                    if event["type"] in TERMINAL_EVENTS:
-                        return
-                else:
-                    if feed.batches:
-                        events = [e for batch in feed.batches for e in batch]
-                        feed.batches.clear()
-                        continue
-                    if not feed.ended:
-                        feed.ready.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(feed.ready.wait(), _FOLLOW_POLL)
-                        if feed.batches or feed.ended:
-                            continue
-                    events = await self.jobs.events(*key, cursor)
-                    if events:
-                        continue
-                    # Nothing new: the end, if the response is over (cancelled ones have
-                    # no terminal event) or gone.
-                    body = await self.service.store.get_response(*key)
-                    if body is None or body["status"] in TERMINAL_STATUSES:
-                        for event in await self.jobs.events(*key, cursor):
-                            yield event
-                        return
-                    continue
-                events = await self.jobs.events(*key, cursor)
-        finally:
-            feeds = self._feeds.get(key)
-            if feeds is not None:
-                feeds.discard(feed)
-                if not feeds:
-                    del self._feeds[key]
-
-
-class _Feed:
-    """One follower's inbox of published batches."""
-
-    __slots__ = ("batches", "ended", "ready")
-
-    def __init__(self) -> None:
-        self.batches: list[list[Event]] = []
-        self.ended = False
-        self.ready = asyncio.Event()
+        return self.feeds.follow((project_id, response_id), -1 if after is None else after)
 
 
 def _copy(response: dict[str, Any]) -> dict[str, Any]:
