@@ -131,6 +131,8 @@ class Settings(BaseModel):
     # The default for models that do not set `reasoning_visibility` themselves.
     reasoning_visibility: Literal["raw", "hidden"] = "raw"
     max_body_bytes: int = 32 * 1024 * 1024
+    # An upload to /v1/files may be this large (its route is exempt from max_body_bytes).
+    max_file_bytes: int = 512 * 1024 * 1024
     log_level: str = "info"
     # Background responses left `in_progress` by a process that died: "fail" marks them
     # failed (keeping what was streamed), "restart" runs them again from the start.

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from responsed import __version__
-from responsed.api import conversations, models, responses
+from responsed.api import conversations, files, models, responses
 from responsed.api.errors import install_error_handlers
 from responsed.api.fastpath import FastPath
 from responsed.api.limits import BodySizeLimit
@@ -18,10 +18,13 @@ from responsed.config import Settings
 from responsed.engines.registry import ModelRegistry
 from responsed.runtime.background import BackgroundRunner
 from responsed.runtime.conversations import ConversationService
+from responsed.runtime.files import FileService
 from responsed.runtime.sealing import Sealer, load_keys
 from responsed.runtime.service import ResponseService
 from responsed.runtime.webhooks import WebhookDispatcher
+from responsed.store.blobs import BlobStore
 from responsed.store.conversations import SQLiteConversationStore
+from responsed.store.files import SQLiteFileStore
 from responsed.store.jobs import SQLiteJobStore
 from responsed.store.sqlite import SQLiteResponseStore
 from responsed.store.webhooks import SQLiteWebhookStore
@@ -43,7 +46,13 @@ def create_app(settings: Settings) -> ASGIApp:
         app.state.models = registry
         sealer = Sealer(load_keys(settings.secret_keys, settings.data_dir))
         conversations = ConversationService(SQLiteConversationStore(store))
-        service = ResponseService(registry, store, sealer, conversations)
+        file_service = FileService(
+            SQLiteFileStore(store),
+            BlobStore(settings.data_dir / "files"),
+            max_file_bytes=settings.max_file_bytes,
+        )
+        file_service.open()
+        service = ResponseService(registry, store, sealer, conversations, files=file_service)
         webhooks = WebhookDispatcher(
             SQLiteWebhookStore(store),
             settings.webhooks,
@@ -61,6 +70,7 @@ def create_app(settings: Settings) -> ASGIApp:
         await background.start()
         app.state.responses = service
         app.state.conversations = conversations
+        app.state.files = file_service
         app.state.background = background
         app.state.api_keys = settings.api_keys
         log.info(
@@ -86,4 +96,7 @@ def create_app(settings: Settings) -> ASGIApp:
     app.include_router(responses.router)
     app.include_router(models.router)
     app.include_router(conversations.router)
-    return BodySizeLimit(FastPath(app), settings.max_body_bytes)
+    app.include_router(files.router)
+    # An upload's limit is its file's, plus room for the multipart framing and fields.
+    uploads = {("POST", files.UPLOAD_PATH): settings.max_file_bytes + 1024 * 1024}
+    return BodySizeLimit(FastPath(app), settings.max_body_bytes, uploads)

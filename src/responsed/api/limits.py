@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,17 +17,24 @@ class _TooLarge(APIError):
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """`max_bytes` for every route, except the `(method, path)` pairs in `routes`, which
+    have limits of their own (file uploads)."""
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, routes: Mapping[tuple[str, str], int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.routes = dict(routes or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.routes.get((scope["method"], scope["path"]), self.max_bytes)
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(send)
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await self._reject(send, limit)
                 return
         seen = 0
         started = False
@@ -35,8 +44,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge(413, self._message(), code="request_too_large")
+                if seen > limit:
+                    raise _TooLarge(413, self._message(limit), code="request_too_large")
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -48,13 +57,13 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(send, limit)
 
-    def _message(self) -> str:
-        return f"Request body too large: the limit is {self.max_bytes} bytes."
+    def _message(self, limit: int) -> str:
+        return f"Request body too large: the limit is {limit} bytes."
 
-    async def _reject(self, send: Send) -> None:
-        error = APIError(413, self._message(), code="request_too_large")
+    async def _reject(self, send: Send, limit: int) -> None:
+        error = APIError(413, self._message(limit), code="request_too_large")
         body = orjson.dumps(error.envelope())
         await send(
             {

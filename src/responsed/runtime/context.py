@@ -44,11 +44,18 @@ def _message_parts(item: MessageItem, index: int) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     for n, p in enumerate(item.content):
         if p.type == "input_file":
-            raise invalid_request(
-                "input_file content is not supported yet.",
-                param=f"input[{index}].content[{n}]",
-                code="unsupported_value",
-            )
+            # Stored as given; its text is put in only when rendering (runtime/files.py).
+            if p.file_url:
+                raise invalid_request(
+                    "file_url inputs are not enabled on this server.",
+                    param=f"input[{index}].content[{n}]",
+                    code="unsupported_value",
+                )
+            if not (p.file_id or p.file_data):
+                raise invalid_request(
+                    "An input_file part needs one of 'file_id', 'file_data' or 'file_url'.",
+                    param=f"input[{index}].content[{n}]",
+                )
         if p.type == "input_image" and not p.image_url:
             raise invalid_request(
                 "input_image needs image_url (uploaded files are not supported yet).",
@@ -144,6 +151,9 @@ def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
         if p["type"] == "input_image":
             url = {"url": p["image_url"], "detail": p.get("detail", "auto")}
             out.append({"type": "image_url", "image_url": url})
+        elif p["type"] == "input_file":  # not inlined (no file service): name it only
+            name = p.get("filename") or p.get("file_id") or "file"
+            out.append({"type": "text", "text": f"[file: {name}]"})
         else:
             out.append({"type": "text", "text": p.get("text", "")})
     return out

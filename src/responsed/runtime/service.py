@@ -35,7 +35,14 @@ from responsed.runtime.tools import offered_tools
 from responsed.runtime.truncation import count, fit
 from responsed.store.base import ResponseStore
 
-__all__ = ["ConversationItems", "Prepared", "ResponseService"]
+__all__ = ["ConversationItems", "FileInputs", "Prepared", "ResponseService"]
+
+
+class FileInputs(Protocol):
+    async def inline(
+        self, project_id: str, items: list[dict[str, Any]], *, history: bool = False
+    ) -> list[dict[str, Any]]:
+        """Items with their input_file parts as text parts, for rendering only."""
 
 
 class ConversationItems(Protocol):
@@ -62,7 +69,9 @@ class ResponseService:
         store: ResponseStore,
         sealer: Sealer | None = None,
         conversations: ConversationItems | None = None,
+        files: FileInputs | None = None,
     ) -> None:
+        self.files = files
         self.models = models
         self.store = store
         self.sealer = sealer
@@ -116,7 +125,7 @@ class ResponseService:
         elif request.previous_response_id:
             history = await self._history(project_id, request.previous_response_id)
         _check_call_outputs(input_items, history.call_ids)
-        context = history.extend(input_items, self._unseal)
+        context = history.extend(await self._inline(project_id, input_items), self._unseal)
         if not engine.capabilities.images and _has_images(input_items):
             raise invalid_request(
                 f"The model '{request.model}' does not accept image inputs.",
@@ -269,7 +278,7 @@ class ResponseService:
         if self.conversations is None:
             raise invalid_request("Conversations are not enabled.", param="conversation")
         items = await self.conversations.context_items(project_id, conversation_id)
-        return Context.of(items, self._unseal)
+        return Context.of(await self._inline(project_id, items, history=True), self._unseal)
 
     async def _history(self, project_id: str, response_id: str) -> Context:
         """The previous response's context: cached, or the chain read in one query."""
@@ -282,9 +291,18 @@ class ResponseService:
                     param="previous_response_id",
                     code="previous_response_not_found",
                 )
+            chain = await self._inline(project_id, chain, history=True)
             history = Context.of(chain, self._unseal)
             self.contexts.put(project_id, response_id, history)
         return history
+
+    async def _inline(
+        self, project_id: str, items: list[dict[str, Any]], *, history: bool = False
+    ) -> list[dict[str, Any]]:
+        """input_file parts → their text, before rendering (file reads are async)."""
+        if self.files is None:
+            return items
+        return await self.files.inline(project_id, items, history=history)
 
     async def retrieve(self, project_id: str, response_id: str) -> dict[str, Any]:
         body = await self.store.get_response(project_id, response_id)

@@ -140,6 +140,64 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 ON webhook_deliveries (state, next_attempt_at)""",
         ),
     ),
+    (
+        7,
+        (
+            # Uploaded files (the Files API). The content lives outside the database,
+            # content-addressed by sha256 (several rows may share one blob); seq orders
+            # listings and cursors. expires_at: unix seconds, NULL = never.
+            """CREATE TABLE files (
+                seq INTEGER PRIMARY KEY,
+                project_id TEXT NOT NULL,
+                id TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                bytes BIGINT NOT NULL,
+                filename TEXT NOT NULL,
+                purpose TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                expires_at BIGINT
+            )""",
+            "CREATE UNIQUE INDEX files_id ON files (project_id, id)",
+            "CREATE INDEX files_sha256 ON files (sha256)",
+            "CREATE INDEX files_expiry ON files (expires_at) WHERE expires_at IS NOT NULL",
+        ),
+    ),
+    (
+        8,
+        (
+            # Vector stores' chunks (SQLite only: the vec0/FTS5 tables have no PG twin;
+            # PG would use pgvector and tsvector). id is the rowid shared with the FTS5
+            # and vec0 tables. attributes: the file's attributes as JSON text, for
+            # json_extract filters. start_char/end_char: the chunk's place in the file's
+            # text, for citations.
+            """CREATE TABLE vector_chunks (
+                id INTEGER PRIMARY KEY,
+                project_id TEXT NOT NULL,
+                vector_store_id TEXT NOT NULL,
+                file_id TEXT NOT NULL,
+                chunk_index INTEGER NOT NULL,
+                filename TEXT NOT NULL,
+                attributes TEXT NOT NULL,
+                text TEXT NOT NULL,
+                start_char INTEGER NOT NULL,
+                end_char INTEGER NOT NULL,
+                dimensions INTEGER NOT NULL
+            )""",
+            """CREATE UNIQUE INDEX vector_chunks_file
+                ON vector_chunks (project_id, vector_store_id, file_id, chunk_index)""",
+            # BM25 keyword search; external content, so the text is stored once.
+            """CREATE VIRTUAL TABLE vector_chunks_fts USING fts5(
+                text, content='vector_chunks', content_rowid='id',
+                tokenize='porter unicode61 remove_diacritics 2'
+            )""",
+            # One vec0 table per embedding width (more are created on first use);
+            # partitioned by project and store so a kNN query scans one store only.
+            """CREATE VIRTUAL TABLE vector_embeddings_384 USING vec0(
+                partition TEXT PARTITION KEY,
+                embedding FLOAT[384] distance_metric=cosine
+            )""",
+        ),
+    ),
 )
 """(version, statements) in ascending order; add a migration by appending one entry."""
 

@@ -28,6 +28,7 @@ import orjson
 
 from responsed.store.base import Item, ItemPage, ResponseRecord
 from responsed.store.migrations import apply_migrations
+from responsed.store.sqlite_ext import install_sqlite_vec, load_sqlite_vec
 
 __all__ = ["MAX_CHAIN_DEPTH", "SQLiteResponseStore", "keyset_page", "loads_many", "put_response_tx"]
 
@@ -141,10 +142,12 @@ def _append_to_conversation(conn: sqlite3.Connection, record: ResponseRecord) ->
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    install_sqlite_vec()  # for vector stores; must precede connect (see sqlite_ext)
     # Autocommit mode: transactions are our explicit BEGIN/COMMIT, never implicit.
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, cached_statements=64
     )
+    load_sqlite_vec(conn)
     conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
     # NORMAL in WAL mode: durable across app crashes, may lose the last commits on
