@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from responsed import __version__
-from responsed.api import conversations, files, models, responses
+from responsed.api import conversations, files, models, responses, vector_stores
 from responsed.api.errors import install_error_handlers
 from responsed.api.fastpath import FastPath
 from responsed.api.limits import BodySizeLimit
@@ -21,12 +21,14 @@ from responsed.runtime.conversations import ConversationService
 from responsed.runtime.files import FileService
 from responsed.runtime.sealing import Sealer, load_keys
 from responsed.runtime.service import ResponseService
+from responsed.runtime.vector_stores import VectorStoreService
 from responsed.runtime.webhooks import WebhookDispatcher
 from responsed.store.blobs import BlobStore
 from responsed.store.conversations import SQLiteConversationStore
 from responsed.store.files import SQLiteFileStore
 from responsed.store.jobs import SQLiteJobStore
 from responsed.store.sqlite import SQLiteResponseStore
+from responsed.store.vector_stores import SQLiteVectorStoreRepository
 from responsed.store.webhooks import SQLiteWebhookStore
 
 __all__ = ["create_app"]
@@ -52,7 +54,18 @@ def create_app(settings: Settings) -> ASGIApp:
             max_file_bytes=settings.max_file_bytes,
         )
         file_service.open()
-        service = ResponseService(registry, store, sealer, conversations, files=file_service)
+        vector_store_service = VectorStoreService(
+            store, SQLiteVectorStoreRepository(store), file_service
+        )
+        await vector_store_service.start()
+        service = ResponseService(
+            registry,
+            store,
+            sealer,
+            conversations,
+            files=file_service,
+            vector_search=vector_store_service,
+        )
         webhooks = WebhookDispatcher(
             SQLiteWebhookStore(store),
             settings.webhooks,
@@ -71,6 +84,7 @@ def create_app(settings: Settings) -> ASGIApp:
         app.state.responses = service
         app.state.conversations = conversations
         app.state.files = file_service
+        app.state.vector_stores = vector_store_service
         app.state.background = background
         app.state.api_keys = settings.api_keys
         log.info(
@@ -82,6 +96,7 @@ def create_app(settings: Settings) -> ASGIApp:
             await background.aclose()
             await webhooks.aclose()  # before the store: its loop reads it
             await registry.aclose()
+            await vector_store_service.aclose()  # before the store: its worker writes
             await store.aclose()
 
     app = FastAPI(
@@ -97,6 +112,7 @@ def create_app(settings: Settings) -> ASGIApp:
     app.include_router(models.router)
     app.include_router(conversations.router)
     app.include_router(files.router)
+    app.include_router(vector_stores.router)
     # An upload's limit is its file's, plus room for the multipart framing and fields.
     uploads = {("POST", files.UPLOAD_PATH): settings.max_file_bytes + 1024 * 1024}
     return BodySizeLimit(FastPath(app), settings.max_body_bytes, uploads)

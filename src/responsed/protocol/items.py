@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 __all__ = [
     "CompactionItem",
     "ContentPart",
+    "FileSearchCallItem",
     "FunctionCallItem",
     "FunctionCallOutputItem",
     "InputItem",
@@ -100,6 +101,16 @@ class ReasoningItem(_Strict):
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
 
+class FileSearchCallItem(_Strict):
+    """A `file_search_call` output item given back as input."""
+
+    type: Literal["file_search_call"]
+    id: str
+    queries: list[str] = Field(default_factory=list)
+    status: Literal["in_progress", "searching", "completed", "incomplete", "failed"]
+    results: list[dict[str, Any]] | None = None
+
+
 class CompactionItem(_Strict):
     type: Literal["compaction"]
     id: str | None = None
@@ -125,6 +136,7 @@ InputItem = Annotated[
     | Annotated[FunctionCallOutputItem, Tag("@function_call_output")]
     | Annotated[ReasoningItem, Tag("@reasoning")]
     | Annotated[CompactionItem, Tag("@compaction")]
+    | Annotated[FileSearchCallItem, Tag("@file_search_call")]
     | Annotated[ItemReference, Tag("@item_reference")],
     Discriminator(
         _item_tag,

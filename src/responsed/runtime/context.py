@@ -7,6 +7,7 @@ turn's — is rendered into Chat Completions messages for the engine.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ from responsed.protocol.errors import invalid_request
 from responsed.protocol.ids import new_id
 from responsed.protocol.items import (
     CompactionItem,
+    FileSearchCallItem,
     FunctionCallItem,
     FunctionCallOutputItem,
     MessageItem,
@@ -126,6 +128,8 @@ def normalize_input(request_input: str | list[Any] | None) -> list[Item]:
                     **({"created_by": raw.created_by} if raw.created_by else {}),
                 }
             )
+        elif isinstance(raw, FileSearchCallItem):
+            items.append(raw.model_dump())
         elif isinstance(raw, ReasoningItem):
             item = raw.model_dump(exclude_none=True)
             item["id"] = raw.id or new_id("rs")
@@ -230,7 +234,26 @@ def _render(item: Item, messages: list[ChatMessage], unseal: Unseal | None) -> N
             raise RuntimeError("a compaction item needs an unseal function")
         summary = unseal(item)
         messages.append({"role": "assistant", "content": f"{COMPACTION_PREFIX}{summary}"})
+    elif kind == "file_search_call":
+        _render_file_search(item, messages)
     # Reasoning items are not replayed to the model (see README: reasoning).
+
+
+def _render_file_search(item: Item, messages: list[ChatMessage]) -> None:
+    """An earlier search, as the call and what it found (when its results were kept)."""
+    arguments = json.dumps({"queries": item.get("queries") or []})
+    call = {
+        "id": item["id"],
+        "type": "function",
+        "function": {"name": "file_search", "arguments": arguments},
+    }
+    messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+    results = item.get("results")
+    if results:
+        found = "\n\n".join(f"{r.get('filename')}: {r.get('text', '')}" for r in results)
+    else:
+        found = "(the results of this search were not kept)"
+    messages.append({"role": "tool", "tool_call_id": item["id"], "content": found})
 
 
 def with_instructions(

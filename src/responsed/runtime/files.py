@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +46,9 @@ class FileService:
         self.max_file_bytes = max_file_bytes
         self._purged_at = 0.0
         self._texts: OrderedDict[str, str] = OrderedDict()
+        # Called with (project_id, file_id) after a file is deleted (vector stores
+        # drop it from their indexes).
+        self.on_delete: list[Callable[[str, str], Awaitable[None]]] = []
 
     def open(self) -> None:
         self.blobs.open()
@@ -149,6 +153,8 @@ class FileService:
         # The write ran inline on this thread; no upload can have reused the blob since.
         for digest in orphans:
             self.blobs.delete(digest)
+        for hook in self.on_delete:
+            await hook(project_id, file_id)
         return {"id": file_id, "object": "file", "deleted": True}
 
     async def open_for_model(self, project_id: str, file_id: str) -> tuple[str, bytes]:

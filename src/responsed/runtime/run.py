@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from responsed.engines.base import (
-    Delta,
     Engine,
     EngineError,
     EngineOverloaded,
@@ -26,8 +25,10 @@ from responsed.protocol.errors import APIError, invalid_request
 from responsed.protocol.strict_schema import validate_output
 from responsed.runtime.context_cache import Context, ContextCache
 from responsed.runtime.summaries import summarize_reasoning
-from responsed.runtime.translator import Event, Translator
+from responsed.runtime.tool_loop import hosted_rounds
+from responsed.runtime.translator import Event, Fed, Translator
 from responsed.store.base import ResponseRecord, ResponseStore
+from responsed.tools.base import HostedTool
 
 __all__ = ["ResponseRun", "as_api_error"]
 
@@ -59,9 +60,10 @@ class ResponseRun:
     # Stores the finished response with its closing events (background runs write both
     # in one transaction); None: `store.put_response` when `store` is true.
     finalize: Callable[[ResponseRecord, list[Event]], Awaitable[None]] | None = None
+    hosted: dict[str, HostedTool] = field(default_factory=dict)  # tools the server runs
     error: EngineError | None = field(default=None)
-    _deltas: AsyncGenerator[Delta, None] | None = field(default=None)
-    _first: Delta | None = field(default=None)
+    _deltas: AsyncGenerator[Fed, None] | None = field(default=None)
+    _first: Fed | None = field(default=None)
     _first_error: EngineError | None = field(default=None)
 
     def record(self) -> ResponseRecord:
@@ -100,7 +102,11 @@ class ResponseRun:
         (429, 400) instead of a stream that fails at once. Server-side failures
         (upstream unreachable) still become a `response.failed` stream, as hosted.
         """
-        deltas = self.engine.stream(self.engine_request)
+        deltas: AsyncGenerator[Fed, None] = (
+            hosted_rounds(self.engine, self.engine_request, self.hosted)
+            if self.hosted
+            else self.engine.stream(self.engine_request)
+        )
         try:
             self._first = await anext(deltas)
         except StopAsyncIteration:
@@ -138,7 +144,7 @@ class ResponseRun:
             # With a summary asked for, what follows the reasoning is held back until the
             # model is done, then the summary pass runs (the engine is free again: a
             # built-in model serves one request at a time) and the held deltas follow.
-            held: list[Delta] | None = None
+            held: list[Fed] | None = None
             async with aclosing(self._deltas) as deltas:
                 delta = self._first
                 while delta is not None:
@@ -200,7 +206,7 @@ class ResponseRun:
                 code="invalid_model_output",
             )
 
-    async def _summarize(self, translator: Translator, held: list[Delta]) -> AsyncIterator[Event]:
+    async def _summarize(self, translator: Translator, held: list[Fed]) -> AsyncIterator[Event]:
         if self.summary is not None and translator.reasoning_open():
             pieces = [
                 p

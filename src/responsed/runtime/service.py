@@ -31,11 +31,13 @@ from responsed.runtime.formats import response_format
 from responsed.runtime.run import ResponseRun, as_api_error
 from responsed.runtime.sealing import Sealer
 from responsed.runtime.summaries import summarize
-from responsed.runtime.tools import offered_tools
+from responsed.runtime.tools import MakeHosted, offered_tools
 from responsed.runtime.truncation import count, fit
 from responsed.store.base import ResponseStore
+from responsed.tools.base import HostedTool
+from responsed.tools.file_search import FileSearchTool
 
-__all__ = ["ConversationItems", "FileInputs", "Prepared", "ResponseService"]
+__all__ = ["ConversationItems", "FileInputs", "Prepared", "ResponseService", "VectorSearch"]
 
 
 class FileInputs(Protocol):
@@ -43,6 +45,23 @@ class FileInputs(Protocol):
         self, project_id: str, items: list[dict[str, Any]], *, history: bool = False
     ) -> list[dict[str, Any]]:
         """Items with their input_file parts as text parts, for rendering only."""
+
+
+class VectorSearch(Protocol):
+    async def search(
+        self,
+        project_id: str,
+        vector_store_ids: list[str],
+        query: str | list[str],
+        *,
+        max_num_results: int = 10,
+        filters: dict[str, Any] | None = None,
+        ranking_options: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Results (file_id, filename, score, attributes, content), best first."""
+
+    async def retrieve_store(self, project_id: str, store_id: str) -> dict[str, Any]:
+        """The vector store; the hosted 404 when there is none."""
 
 
 class ConversationItems(Protocol):
@@ -60,6 +79,7 @@ class Prepared:
     context: Context  # the whole context, before truncation
     dropped_items: int
     input_tokens: int | None
+    hosted: dict[str, HostedTool]  # hosted tools by the function name the model calls
 
 
 class ResponseService:
@@ -70,8 +90,10 @@ class ResponseService:
         sealer: Sealer | None = None,
         conversations: ConversationItems | None = None,
         files: FileInputs | None = None,
+        vector_search: VectorSearch | None = None,
     ) -> None:
         self.files = files
+        self.vector_search = vector_search
         self.models = models
         self.store = store
         self.sealer = sealer
@@ -109,7 +131,11 @@ class ResponseService:
     ) -> Prepared:
         """Everything that can be refused is refused here, before any event is sent."""
         engine = self._engine(request.model)
-        tools, choice = offered_tools(request)
+        tools, choice, hosted = offered_tools(request, self._hosted_maker(project_id, request))
+        for tool in hosted.values():  # unknown vector stores are a 404 before generating
+            if isinstance(tool, FileSearchTool) and self.vector_search is not None:
+                for store_id in tool.vector_store_ids:
+                    await self.vector_search.retrieve_store(project_id, store_id)
         input_items = normalize_input(request.input)
         history = Context()
         conversation_id = conversation_of(request)
@@ -158,6 +184,7 @@ class ResponseService:
             context,
             fitted.dropped_items,
             fitted.input_tokens,
+            hosted,
         )
 
     async def create(self, request: CreateResponseRequest, project_id: str) -> ResponseRun:
@@ -218,6 +245,7 @@ class ResponseService:
             if request.reasoning
             else None,
             conversation_id=conversation_of(request) if response["store"] else None,
+            hosted=prepared.hosted,
         )
 
     async def input_tokens(self, request: InputTokensRequest, project_id: str) -> dict[str, Any]:
@@ -273,6 +301,37 @@ class ResponseService:
             return []
         chain = await self.store.chain_items(project_id, previous_response_id)
         return list(chain or ())
+
+    def _hosted_maker(self, project_id: str, request: ContextFields) -> MakeHosted:
+        include = set(getattr(request, "include", None) or ())
+        vector_search = self.vector_search
+
+        def make(index: int, tool: dict[str, Any]) -> HostedTool | None:
+            if tool.get("type") != "file_search" or vector_search is None:
+                return None
+            config = file_search_config(index, tool)
+
+            async def search(
+                ids: list[str],
+                queries: list[str],
+                limit: int,
+                filters: dict[str, Any] | None,
+                ranking: dict[str, Any] | None,
+            ) -> list[dict[str, Any]]:
+                return await vector_search.search(
+                    project_id,
+                    ids,
+                    queries,
+                    max_num_results=limit,
+                    filters=filters,
+                    ranking_options=ranking,
+                )
+
+            return FileSearchTool(
+                config, search, include_results="file_search_call.results" in include
+            )
+
+        return make
 
     async def _conversation(self, project_id: str, conversation_id: str) -> Context:
         if self.conversations is None:
@@ -362,6 +421,37 @@ def _check_call_outputs(items: list[dict[str, Any]], earlier_calls: frozenset[st
                 f"No tool call found for function call output with call_id {item['call_id']}.",
                 param="input",
             )
+
+
+_FILE_SEARCH_FIELDS = {"type", "vector_store_ids", "max_num_results", "filters", "ranking_options"}
+
+
+def file_search_config(index: int, tool: dict[str, Any]) -> dict[str, Any]:
+    """The `file_search` tool's fields, checked as the hosted API checks them."""
+    where = f"tools[{index}]"
+    unknown = set(tool) - {
+        "type",
+        "vector_store_ids",
+        "max_num_results",
+        "filters",
+        "ranking_options",
+    }
+    if unknown:
+        name = sorted(unknown)[0]
+        raise invalid_request(f"Unknown parameter: '{where}.{name}'.", param=f"{where}.{name}")
+    ids = tool.get("vector_store_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise invalid_request(
+            f"Missing required parameter: '{where}.vector_store_ids'.",
+            param=f"{where}.vector_store_ids",
+        )
+    limit = tool.get("max_num_results")
+    if limit is not None and (not isinstance(limit, int) or not 1 <= limit <= 50):
+        raise invalid_request(
+            f"Invalid '{where}.max_num_results': expected an integer between 1 and 50.",
+            param=f"{where}.max_num_results",
+        )
+    return tool
 
 
 def conversation_of(request: ContextFields) -> str | None:

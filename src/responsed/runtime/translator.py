@@ -25,10 +25,14 @@ from responsed.engines.base import (
 )
 from responsed.protocol.ids import new_id
 from responsed.protocol.response import usage_object
+from responsed.runtime.citations import Citation
+from responsed.runtime.hosted_events import HostedFinished, HostedPhase, HostedStarted
 
 __all__ = ["Event", "Translator", "usage_of"]
 
 Event = dict[str, Any]
+# What the run feeds: the engine's deltas, and what the hosted-tool loop adds to them.
+Fed = Delta | Citation | HostedStarted | HostedPhase | HostedFinished
 
 
 class Translator:
@@ -205,7 +209,7 @@ class Translator:
 
     # -- deltas ---------------------------------------------------------------------
 
-    def feed(self, delta: Delta) -> list[Event]:
+    def feed(self, delta: Fed) -> list[Event]:
         events: list[Event] = []
         if isinstance(delta, TextDelta):
             if delta.text:
@@ -239,7 +243,60 @@ class Translator:
             self._feed_reasoning(events, delta.text)
         elif isinstance(delta, ToolCallDelta):
             self._feed_call(events, delta)
+        elif isinstance(delta, Citation):
+            self._cite(events, delta)
+        elif isinstance(delta, HostedStarted | HostedPhase | HostedFinished):
+            self._feed_hosted(events, delta)
         return events
+
+    def _cite(self, events: list[Event], citation: Citation) -> None:
+        part = self._part
+        if part is None or part["type"] != "output_text":
+            part = self._ensure_part(events, "output_text")
+        annotation = {
+            "type": "file_citation",
+            "file_id": citation.file_id,
+            "filename": citation.filename,
+            "index": sum(len(p) for p in self._pieces),
+        }
+        part["annotations"].append(annotation)
+        events.append(
+            self._event(
+                "response.output_text.annotation.added",
+                **self._where,
+                annotation_index=len(part["annotations"]) - 1,
+                annotation=dict(annotation),
+            )
+        )
+
+    def _feed_hosted(
+        self, events: list[Event], delta: HostedStarted | HostedPhase | HostedFinished
+    ) -> None:
+        if isinstance(delta, HostedStarted):
+            self._close_open(events, "completed")
+            events.append(self._add_item({**delta.item, "status": "in_progress"}))
+            phase = "in_progress"
+        else:
+            item = self._open
+            assert item is not None, "a hosted call event without its item"
+            if isinstance(delta, HostedPhase):
+                item["status"] = phase = delta.phase
+            else:
+                item.update(delta.fields)
+                item["status"] = phase = delta.status
+        item = self.output[-1]
+        where = {"item_id": item["id"], "output_index": len(self.output) - 1}
+        if phase != "failed":  # a failed call has no event of its own; its item says so
+            events.append(self._event(f"response.{item['type']}.{phase}", **where))
+        if isinstance(delta, HostedFinished):
+            events.append(
+                self._event(
+                    "response.output_item.done",
+                    output_index=where["output_index"],
+                    item=_copy_item(item),
+                )
+            )
+            self._open = None
 
     def _feed_reasoning(self, events: list[Event], text: str) -> None:
         if not text:

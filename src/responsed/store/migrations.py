@@ -198,6 +198,59 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             )""",
         ),
     ),
+    (
+        9,
+        (
+            # Vector stores (the chunks are in vector_chunks). seq orders listings and
+            # cursors. metadata / expires_after: JSON text or NULL. Times: unix seconds.
+            """CREATE TABLE vector_stores (
+                seq INTEGER PRIMARY KEY,
+                project_id TEXT NOT NULL,
+                id TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                name TEXT NOT NULL,
+                description TEXT,
+                metadata TEXT,
+                expires_after TEXT,
+                last_active_at BIGINT NOT NULL
+            )""",
+            "CREATE UNIQUE INDEX vector_stores_id ON vector_stores (project_id, id)",
+            # One row per file attached to a store; status is the durable ingestion
+            # state (in_progress rows are the work queue, picked up again on start).
+            # generation changes when the file is attached again, so a job still running
+            # for the previous attachment cannot mark the new one done.
+            """CREATE TABLE vector_store_files (
+                seq INTEGER PRIMARY KEY,
+                project_id TEXT NOT NULL,
+                vector_store_id TEXT NOT NULL,
+                file_id TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN
+                    ('in_progress', 'completed', 'cancelled', 'failed')),
+                last_error TEXT,
+                chunking_strategy TEXT NOT NULL,
+                attributes TEXT,
+                usage_bytes BIGINT NOT NULL DEFAULT 0,
+                batch_id TEXT,
+                generation INTEGER NOT NULL DEFAULT 0
+            )""",
+            """CREATE UNIQUE INDEX vector_store_files_id
+                ON vector_store_files (project_id, vector_store_id, file_id)""",
+            "CREATE INDEX vector_store_files_file ON vector_store_files (project_id, file_id)",
+            """CREATE INDEX vector_store_files_batch
+                ON vector_store_files (project_id, batch_id) WHERE batch_id IS NOT NULL""",
+            """CREATE INDEX vector_store_files_pending
+                ON vector_store_files (seq) WHERE status = 'in_progress'""",
+            """CREATE TABLE vector_store_file_batches (
+                project_id TEXT NOT NULL,
+                id TEXT NOT NULL,
+                vector_store_id TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                cancelled INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (project_id, id)
+            )""",
+        ),
+    ),
 )
 """(version, statements) in ascending order; add a migration by appending one entry."""
 

@@ -139,6 +139,17 @@ class VectorIndex:
             lambda conn: self._delete(conn, "vector_store_id = ?", (store_id,))
         )
 
+    async def file_chunks(self, store_id: str, file_id: str) -> list[str]:
+        """The texts of a file's chunks in this store, in order."""
+        rows = await self._db.read(
+            lambda conn: conn.execute(
+                "SELECT text FROM vector_chunks WHERE project_id = ? AND vector_store_id = ? "
+                "AND file_id = ? ORDER BY chunk_index",
+                (self._project, store_id, file_id),
+            ).fetchall()
+        )
+        return [r[0] for r in rows]
+
     def _delete(self, conn: sqlite3.Connection, where: str, args: tuple[str, ...]) -> int:
         cond = f"project_id = ? AND {where}"
         rows = conn.execute(
