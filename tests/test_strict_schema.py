@@ -496,7 +496,7 @@ def test_unset_strict_normalized_or_falls_back() -> None:
         function("opted_out", loose, strict=False),
         function("no_parameters", None),
     ]
-    specs, _ = offered_tools(request(tools=tools))
+    specs, _, _ = offered_tools(request(tools=tools))
     normalized, fallback, opted_out, no_parameters = specs
     assert normalized.strict is True
     assert normalized.parameters == {**loose, "additionalProperties": False, "required": ["city"]}
