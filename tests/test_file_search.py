@@ -11,6 +11,7 @@ import pytest
 from openai import OpenAI
 
 from scripted_upstream import ScriptedUpstream, Turn
+from test_file_inputs import make_pdf
 
 FREEDONIA = (
     "Freedonia is a small country. Its capital city is Fredville, founded in 1822 on the "
@@ -24,10 +25,13 @@ def store(client_module: OpenAI) -> dict[str, Any]:
     client = client_module
     files = {}
     vector_store = client.vector_stores.create(name="atlas")
-    for name, text in (("freedonia.txt", FREEDONIA), ("sylvania.txt", SYLVANIA)):
-        uploaded = client.files.create(
-            file=(name, text.encode(), "text/plain"), purpose="assistants"
-        )
+    # The seed's flow: a PDF (purpose "assistants") and a text file in one store.
+    uploads = {
+        "freedonia.pdf": (make_pdf(FREEDONIA.split(". ")), "application/pdf"),
+        "sylvania.txt": (SYLVANIA.encode(), "text/plain"),
+    }
+    for name, (data, mime) in uploads.items():
+        uploaded = client.files.create(file=(name, data, mime), purpose="assistants")
         done = client.vector_stores.files.create_and_poll(
             vector_store_id=vector_store.id, file_id=uploaded.id, poll_interval_ms=50
         )
@@ -66,8 +70,8 @@ def test_search_then_cited_answer(
     assert call.type == "file_search_call"
     assert call.status == "completed"
     assert call.queries == ["capital of Freedonia"]
-    assert call.results and call.results[0].file_id == store["files"]["freedonia.txt"]
-    assert call.results[0].filename == "freedonia.txt"
+    assert call.results and call.results[0].file_id == store["files"]["freedonia.pdf"]
+    assert call.results[0].filename == "freedonia.pdf"
     assert 0 <= call.results[0].score <= 1
     assert "Fredville" in (call.results[0].text or "")
     assert message.type == "message"
@@ -75,15 +79,16 @@ def test_search_then_cited_answer(
     assert text.text == "It is Fredville."  # type: ignore[union-attr]
     [annotation] = text.annotations  # type: ignore[union-attr]
     assert annotation.type == "file_citation"
-    assert annotation.file_id == store["files"]["freedonia.txt"]
-    assert annotation.filename == "freedonia.txt"
+    assert annotation.file_id == store["files"]["freedonia.pdf"]
+    assert annotation.filename == "freedonia.pdf"
     assert annotation.index == len("It is Fredville")
     # What the model was given: the tool offered, then the numbered results to read.
     first, second = scripted.requests[-2:]
     assert [t["function"]["name"] for t in first["tools"]] == ["file_search"]
     tool_message = second["messages"][-1]
     assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_fs1"
-    assert "[1] freedonia.txt: Freedonia is a small country." in tool_message["content"]
+    assert "[1] freedonia.pdf:" in tool_message["content"]
+    assert "Freedonia is a small country" in tool_message["content"]
     assert response.usage is not None
     assert response.usage.input_tokens == 20 and response.usage.output_tokens == 10  # 2 rounds
 
