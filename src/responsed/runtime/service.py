@@ -1,6 +1,7 @@
 """The Responses service: validate, build and fit the context, start a run; count
 tokens and compact conversations from the same prepared context; retrieve, delete,
-list input items.
+list input items. (Just over 400 lines: the one place every input source — chains,
+conversations, files, hosted tools — meets the context, kept together on purpose.)
 """
 
 from __future__ import annotations
@@ -28,16 +29,17 @@ from responsed.protocol.response import new_response
 from responsed.runtime.context import normalize_input
 from responsed.runtime.context_cache import Context, ContextCache
 from responsed.runtime.formats import response_format
+from responsed.runtime.hosted_tools import VectorSearch, hosted_maker
 from responsed.runtime.run import ResponseRun, as_api_error
 from responsed.runtime.sealing import Sealer
 from responsed.runtime.summaries import summarize
-from responsed.runtime.tools import MakeHosted, offered_tools
+from responsed.runtime.tools import offered_tools
 from responsed.runtime.truncation import count, fit
 from responsed.store.base import ResponseStore
 from responsed.tools.base import HostedTool
 from responsed.tools.file_search import FileSearchTool
 
-__all__ = ["ConversationItems", "FileInputs", "Prepared", "ResponseService", "VectorSearch"]
+__all__ = ["ConversationItems", "FileInputs", "Prepared", "ResponseService"]
 
 
 class FileInputs(Protocol):
@@ -45,23 +47,6 @@ class FileInputs(Protocol):
         self, project_id: str, items: list[dict[str, Any]], *, history: bool = False
     ) -> list[dict[str, Any]]:
         """Items with their input_file parts as text parts, for rendering only."""
-
-
-class VectorSearch(Protocol):
-    async def search(
-        self,
-        project_id: str,
-        vector_store_ids: list[str],
-        query: str | list[str],
-        *,
-        max_num_results: int = 10,
-        filters: dict[str, Any] | None = None,
-        ranking_options: dict[str, Any] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Results (file_id, filename, score, attributes, content), best first."""
-
-    async def retrieve_store(self, project_id: str, store_id: str) -> dict[str, Any]:
-        """The vector store; the hosted 404 when there is none."""
 
 
 class ConversationItems(Protocol):
@@ -131,7 +116,9 @@ class ResponseService:
     ) -> Prepared:
         """Everything that can be refused is refused here, before any event is sent."""
         engine = self._engine(request.model)
-        tools, choice, hosted = offered_tools(request, self._hosted_maker(project_id, request))
+        tools, choice, hosted = offered_tools(
+            request, hosted_maker(self.vector_search, project_id, request)
+        )
         for tool in hosted.values():  # unknown vector stores are a 404 before generating
             if isinstance(tool, FileSearchTool) and self.vector_search is not None:
                 for store_id in tool.vector_store_ids:
@@ -302,37 +289,6 @@ class ResponseService:
         chain = await self.store.chain_items(project_id, previous_response_id)
         return list(chain or ())
 
-    def _hosted_maker(self, project_id: str, request: ContextFields) -> MakeHosted:
-        include = set(getattr(request, "include", None) or ())
-        vector_search = self.vector_search
-
-        def make(index: int, tool: dict[str, Any]) -> HostedTool | None:
-            if tool.get("type") != "file_search" or vector_search is None:
-                return None
-            config = file_search_config(index, tool)
-
-            async def search(
-                ids: list[str],
-                queries: list[str],
-                limit: int,
-                filters: dict[str, Any] | None,
-                ranking: dict[str, Any] | None,
-            ) -> list[dict[str, Any]]:
-                return await vector_search.search(
-                    project_id,
-                    ids,
-                    queries,
-                    max_num_results=limit,
-                    filters=filters,
-                    ranking_options=ranking,
-                )
-
-            return FileSearchTool(
-                config, search, include_results="file_search_call.results" in include
-            )
-
-        return make
-
     async def _conversation(self, project_id: str, conversation_id: str) -> Context:
         if self.conversations is None:
             raise invalid_request("Conversations are not enabled.", param="conversation")
@@ -421,37 +377,6 @@ def _check_call_outputs(items: list[dict[str, Any]], earlier_calls: frozenset[st
                 f"No tool call found for function call output with call_id {item['call_id']}.",
                 param="input",
             )
-
-
-_FILE_SEARCH_FIELDS = {"type", "vector_store_ids", "max_num_results", "filters", "ranking_options"}
-
-
-def file_search_config(index: int, tool: dict[str, Any]) -> dict[str, Any]:
-    """The `file_search` tool's fields, checked as the hosted API checks them."""
-    where = f"tools[{index}]"
-    unknown = set(tool) - {
-        "type",
-        "vector_store_ids",
-        "max_num_results",
-        "filters",
-        "ranking_options",
-    }
-    if unknown:
-        name = sorted(unknown)[0]
-        raise invalid_request(f"Unknown parameter: '{where}.{name}'.", param=f"{where}.{name}")
-    ids = tool.get("vector_store_ids")
-    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-        raise invalid_request(
-            f"Missing required parameter: '{where}.vector_store_ids'.",
-            param=f"{where}.vector_store_ids",
-        )
-    limit = tool.get("max_num_results")
-    if limit is not None and (not isinstance(limit, int) or not 1 <= limit <= 50):
-        raise invalid_request(
-            f"Invalid '{where}.max_num_results': expected an integer between 1 and 50.",
-            param=f"{where}.max_num_results",
-        )
-    return tool
 
 
 def conversation_of(request: ContextFields) -> str | None:

@@ -1,4 +1,6 @@
 """The Vector Stores API, background ingestion, and search for `file_search`.
+Over 400 lines because the API operations and the ingestion worker share one state machine
+(a file's status and generation); splitting them would split that machine.
 
 Ingestion: attaching a file writes its row `in_progress`; one worker task takes the
 oldest such row of any project, reads the file (FileService), extracts and chunks the

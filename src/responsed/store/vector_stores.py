@@ -1,4 +1,5 @@
 """Vector stores, their files and file batches (the rows; chunks are in `vectors/index.py`).
+Over 400 lines because it is one protocol and its implementation for three tables.
 
 File counts and usage are computed from `vector_store_files` on read, so they are never
 out of step with the files' statuses. A file's `status` is the durable ingestion state:
