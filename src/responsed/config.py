@@ -11,7 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["ConfigError", "ModelConfig", "Settings", "WebhookConfig", "load_settings"]
+__all__ = [
+    "ConfigError",
+    "EmbeddingsConfig",
+    "ModelConfig",
+    "Settings",
+    "WebhookConfig",
+    "load_settings",
+]
 
 BUILTIN_MODEL = "smollm2"
 
@@ -116,6 +123,24 @@ class WebhookConfig(BaseModel):
         return key
 
 
+class EmbeddingsConfig(BaseModel):
+    """`[embeddings]`: an OpenAI-compatible `/v1/embeddings` server for vector stores,
+    instead of the built-in all-MiniLM-L6-v2. Changing it needs files re-ingested."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    api_key: str | None = None
+    api_key_env: str | None = None
+    dimensions: int | None = Field(default=None, ge=1)
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -143,6 +168,7 @@ class Settings(BaseModel):
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     # Failed deliveries are retried with backoff for this long, across restarts.
     webhook_retry_seconds: float = Field(default=3 * 24 * 3600, gt=0)
+    embeddings: EmbeddingsConfig | None = None
     # The first retry's delay; each next one is 5x longer, up to an hour.
     webhook_backoff_seconds: float = Field(default=5.0, gt=0)
 

@@ -30,6 +30,7 @@ from responsed.store.jobs import SQLiteJobStore
 from responsed.store.sqlite import SQLiteResponseStore
 from responsed.store.vector_stores import SQLiteVectorStoreRepository
 from responsed.store.webhooks import SQLiteWebhookStore
+from responsed.vectors.embeddings import OpenAIEmbedder
 
 __all__ = ["create_app"]
 
@@ -55,7 +56,7 @@ def create_app(settings: Settings) -> ASGIApp:
         )
         file_service.open()
         vector_store_service = VectorStoreService(
-            store, SQLiteVectorStoreRepository(store), file_service
+            store, SQLiteVectorStoreRepository(store), file_service, embedder=_embedder(settings)
         )
         await vector_store_service.start()
         service = ResponseService(
@@ -116,3 +117,13 @@ def create_app(settings: Settings) -> ASGIApp:
     # An upload's limit is its file's, plus room for the multipart framing and fields.
     uploads = {("POST", files.UPLOAD_PATH): settings.max_file_bytes + 1024 * 1024}
     return BodySizeLimit(FastPath(app), settings.max_body_bytes, uploads)
+
+
+def _embedder(settings: Settings) -> OpenAIEmbedder | None:
+    """The configured embeddings upstream; None: the built-in model."""
+    config = settings.embeddings
+    if config is None:
+        return None
+    return OpenAIEmbedder(
+        config.base_url, config.model, config.resolved_api_key(), dimensions=config.dimensions
+    )

@@ -47,7 +47,7 @@ from responsed.store.vector_stores import (
     VSFileRow,
 )
 from responsed.vectors.chunking import Chunk, ChunkingError, ChunkingStrategy, chunk_text
-from responsed.vectors.embeddings import Embedder, EmbeddingError, LocalEmbedder
+from responsed.vectors.embeddings import Embedder, EmbeddingError, LocalEmbedder, OpenAIEmbedder
 from responsed.vectors.filters import FilterError
 from responsed.vectors.index import Ranker, VectorIndex
 
@@ -147,6 +147,8 @@ class VectorStoreService:
             self._worker = None
         if isinstance(self._embedder, LocalEmbedder):
             self._embedder.close()
+        elif isinstance(self._embedder, OpenAIEmbedder):
+            await self._embedder.aclose()
 
     # -- vector stores -------------------------------------------------------------
 
