@@ -196,3 +196,27 @@ def test_builtin_model_counts_file_tokens(client: OpenAI) -> None:
     assert filed.usage.input_tokens > plain.usage.input_tokens + 15
     counted = client.responses.input_tokens.count(model="smollm2", input=with_file)
     assert counted.input_tokens == filed.usage.input_tokens
+
+
+def test_pdf_pages_as_images_for_a_vision_model(client: OpenAI, scripted: ScriptedUpstream) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    pdf = make_pdf(["Page one says hello.", "Page two says goodbye."])
+    data_url = "data:application/pdf;base64," + base64.b64encode(pdf).decode()
+    part = {"type": "input_file", "file_data": data_url, "filename": "two.pdf"}
+    client.responses.create(model="scripted-vision", input=_ask(_question(), part))
+    content = scripted.requests[-1]["messages"][-1]["content"]
+    kinds = [p["type"] for p in content]
+    assert kinds == ["text", "text", "image_url", "image_url"]
+    assert "Page two says goodbye." in content[1]["text"]
+    for page in content[2:]:
+        url = page["image_url"]["url"]
+        assert url.startswith("data:image/png;base64,")
+        image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+        assert image.width > 100 and image.height > 100
+    # A text-only model gets the text alone.
+    client.responses.create(model="scripted", input=_ask(_question(), part))
+    assert isinstance(scripted.requests[-1]["messages"][-1]["content"], str)

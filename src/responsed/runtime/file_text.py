@@ -10,7 +10,7 @@ import io
 import mimetypes
 from pathlib import PurePath
 
-__all__ = ["UnreadableFile", "extract_text", "file_type"]
+__all__ = ["MAX_PAGE_IMAGES", "UnreadableFile", "extract_text", "file_type", "pdf_page_images"]
 
 _TEXT_MIMES = {
     "application/json",
@@ -80,3 +80,28 @@ def _pdf_text(data: bytes) -> str:
     if not pages:
         raise UnreadableFile("The PDF file has no pages.")
     return "\n".join(f"--- page {n} ---\n{text.strip()}" for n, text in enumerate(pages, 1))
+
+
+MAX_PAGE_IMAGES = 20  # pages rendered for a vision model; the text covers the rest
+_RENDER_SCALE = 1.5  # times 72 dpi: small print stays legible at a modest size
+
+
+def pdf_page_images(data: bytes, limit: int = MAX_PAGE_IMAGES) -> list[bytes]:
+    """The first `limit` pages of a PDF as PNG images (pdfium renders; pypdf cannot)."""
+    import pypdfium2  # type: ignore[import-untyped]
+
+    document = pypdfium2.PdfDocument(data)
+    try:
+        images: list[bytes] = []
+        for index in range(min(len(document), limit)):
+            page = document[index]
+            try:
+                bitmap = page.render(scale=_RENDER_SCALE)
+                out = io.BytesIO()
+                bitmap.to_pil().save(out, format="PNG", optimize=True)
+                images.append(out.getvalue())
+            finally:
+                page.close()
+        return images
+    finally:
+        document.close()

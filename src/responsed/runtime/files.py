@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from responsed.protocol.errors import APIError, invalid_request, not_found
 from responsed.protocol.ids import new_id
-from responsed.runtime.file_text import UnreadableFile, extract_text
+from responsed.runtime.file_text import UnreadableFile, extract_text, file_type, pdf_page_images
 from responsed.store.blobs import BlobStore, BlobWriter
 from responsed.store.files import FileRow, FileStore
 
@@ -180,9 +180,12 @@ class FileService:
 
     # -- input_file parts ----------------------------------------------------------
 
-    async def inline(self, project_id: str, items: Items, *, history: bool = False) -> Items:
+    async def inline(
+        self, project_id: str, items: Items, *, history: bool = False, images: bool = False
+    ) -> Items:
         """`items` with every `input_file` part replaced by an `input_text` part holding
-        the file's text, for rendering only (stored items keep the part as given).
+        the file's text, for rendering only (stored items keep the part as given); with
+        `images` (a vision model), a message's PDF is followed by its page images.
 
         This turn's items (`history=False`) refuse an unknown file or an unreadable
         one with the part's `param`; earlier items get a placeholder instead, so a
@@ -208,8 +211,30 @@ class FileService:
                 lead = "\n\n" if n else ""
                 tail = "\n\n" if n < len(parts) - 1 else ""
                 new_parts.append({"type": "input_text", "text": f"{lead}{text}{tail}"})
+                if images and field == "content":
+                    new_parts.extend(await self._page_images(project_id, part, param))
             out.append({**item, field: new_parts})
         return out
+
+    async def _page_images(self, project_id: str, part: Item, param: str) -> Items:
+        try:
+            filename, data, mime = await self._part_bytes(project_id, part, param)
+        except APIError:
+            return []  # already reported (or a placeholder) by the text
+        if file_type(filename, data, mime) != "pdf":
+            return []
+        try:
+            pages = await asyncio.to_thread(pdf_page_images, data)
+        except Exception:  # pdfium cannot render it: the text still stands
+            return []
+        return [
+            {
+                "type": "input_image",
+                "image_url": "data:image/png;base64," + base64.b64encode(png).decode(),
+                "detail": "auto",
+            }
+            for png in pages
+        ]
 
     async def _part_text(self, project_id: str, part: Item, param: str, *, history: bool) -> str:
         name = part.get("filename") or part.get("file_id") or "file"

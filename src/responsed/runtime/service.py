@@ -44,7 +44,12 @@ __all__ = ["ConversationItems", "FileInputs", "Prepared", "ResponseService"]
 
 class FileInputs(Protocol):
     async def inline(
-        self, project_id: str, items: list[dict[str, Any]], *, history: bool = False
+        self,
+        project_id: str,
+        items: list[dict[str, Any]],
+        *,
+        history: bool = False,
+        images: bool = False,
     ) -> list[dict[str, Any]]:
         """Items with their input_file parts as text parts, for rendering only."""
 
@@ -138,7 +143,8 @@ class ResponseService:
         elif request.previous_response_id:
             history = await self._history(project_id, request.previous_response_id)
         _check_call_outputs(input_items, history.call_ids)
-        context = history.extend(await self._inline(project_id, input_items), self._unseal)
+        inlined = await self._inline(project_id, input_items, images=engine.capabilities.images)
+        context = history.extend(inlined, self._unseal)
         if not engine.capabilities.images and _has_images(input_items):
             raise invalid_request(
                 f"The model '{request.model}' does not accept image inputs.",
@@ -312,12 +318,18 @@ class ResponseService:
         return history
 
     async def _inline(
-        self, project_id: str, items: list[dict[str, Any]], *, history: bool = False
+        self,
+        project_id: str,
+        items: list[dict[str, Any]],
+        *,
+        history: bool = False,
+        images: bool = False,
     ) -> list[dict[str, Any]]:
-        """input_file parts → their text, before rendering (file reads are async)."""
+        """input_file parts → their text (and PDF page images for vision models), before
+        rendering (file reads are async)."""
         if self.files is None:
             return items
-        return await self.files.inline(project_id, items, history=history)
+        return await self.files.inline(project_id, items, history=history, images=images)
 
     async def retrieve(self, project_id: str, response_id: str) -> dict[str, Any]:
         body = await self.store.get_response(project_id, response_id)
