@@ -39,6 +39,7 @@ bench: install
 	$(PY) bench/builtin.py
 	$(PY) bench/kv_cache.py
 	$(PY) bench/background.py
+	$(PY) bench/vector_search.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

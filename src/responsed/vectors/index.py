@@ -7,9 +7,9 @@ Three tables share one rowid: `vector_chunks` (the rows: text, file, attributes)
 vec0's kNN cannot filter on joined columns, so the vec0 tables are partitioned by
 (project, store): a kNN query reads one store's vectors only, and other stores or
 projects never crowd its results out. Attribute filters cannot be pushed into vec0
-(attributes are free-form JSON), so a filtered query over-fetches neighbours and
-filters them, fetching more while too few pass; past vec0's limit of 4096 neighbours a
-very selective filter may return fewer vector hits (keyword hits are filtered exactly).
+(attributes are free-form JSON), so a filtered query selects the matching rows first and
+ranks them by exact cosine distance (`vec_distance_cosine`): exact, and at 100k chunks
+cheaper than over-fetching neighbours until enough pass the filter.
 """
 
 from __future__ import annotations
@@ -232,20 +232,23 @@ class VectorIndex:
         blob = _blob(vector)
         found: list[tuple[int, float]] = []
         for store_id in store_ids:
-            fetch = min(want if filter_sql == "1" else 4 * want, _VEC_MAX_K)
-            while True:
+            if filter_sql == "1":
                 rows = conn.execute(
-                    f"WITH knn AS (SELECT rowid, distance FROM {table} "
-                    "WHERE embedding MATCH ? AND k = ? AND partition = ?) "
-                    "SELECT c.id, knn.distance FROM knn JOIN vector_chunks c ON c.id = knn.rowid "
-                    f"WHERE {filter_sql} ORDER BY knn.distance LIMIT ?",
-                    (blob, fetch, self._partition(store_id), *filter_args, want),
+                    f"SELECT rowid, distance FROM {table} "
+                    "WHERE embedding MATCH ? AND k = ? AND partition = ?",
+                    (blob, min(want, _VEC_MAX_K), self._partition(store_id)),
                 ).fetchall()
-                if len(rows) >= want or fetch >= _VEC_MAX_K or filter_sql == "1":
-                    break
-                if fetch >= self._count(conn, store_id):
-                    break  # every vector of the store was looked at
-                fetch = min(fetch * 4, _VEC_MAX_K)
+            else:
+                # Filtered: the matching rows first, then their exact distances. vec0's
+                # kNN cannot filter, and over-fetching missed selective filters' matches
+                # (recall@10 0.35 at 0.1% of 100k chunks) while scanning 4x (measured).
+                rows = conn.execute(
+                    f"SELECT c.id, vec_distance_cosine(e.embedding, ?) AS d "
+                    f"FROM vector_chunks c JOIN {table} e ON e.rowid = c.id "
+                    f"WHERE c.project_id = ? AND c.vector_store_id = ? AND {filter_sql} "
+                    "ORDER BY d LIMIT ?",
+                    (blob, self._project, store_id, *filter_args, want),
+                ).fetchall()
             found.extend((int(r[0]), float(r[1])) for r in rows)
         found.sort(key=lambda r: r[1])
         return found[:want]
@@ -302,13 +305,6 @@ class VectorIndex:
             for rowid, score in best
             if (r := rows.get(rowid)) is not None
         ]
-
-    def _count(self, conn: sqlite3.Connection, store_id: str) -> int:
-        row = conn.execute(
-            "SELECT count(*) FROM vector_chunks WHERE project_id = ? AND vector_store_id = ?",
-            (self._project, store_id),
-        ).fetchone()
-        return int(row[0])
 
     def _partition(self, store_id: str) -> str:
         return f"{self._project}\x1f{store_id}"
