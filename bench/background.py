@@ -50,8 +50,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import overhead
 from overhead import CPU, HOST, HTTPClient, Sample, ms, pct, post
+from results import RESULTS, write_section
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Background mode (bench/background.py)"
 DELTA = b"event: response.output_text.delta\n"
 TERMINAL = b"event: response.completed\n"
@@ -581,24 +581,7 @@ def report(res: dict[str, Any], cfg: Config, tokens: int, info: dict[str, Any]) 
 
 
 def write_results(text: str, command: str, date: str) -> None:
-    """Replace (or append) this bench's section: from its heading to the next `## `
-    heading outside a code block."""
-    section = f"{SECTION}\n\nCommand: `{command}` ({date})\n\n```\n{text}\n```\n"
-    old = RESULTS.read_text().splitlines(keepends=True) if RESULTS.exists() else []
-    begin = next((i for i, line in enumerate(old) if line.rstrip() == SECTION), None)
-    if begin is None:
-        head = "".join(old).rstrip("\n")
-        RESULTS.write_text((head + "\n\n" if head else "") + section)
-        return
-    end, fenced = len(old), False
-    for i in range(begin + 1, len(old)):
-        if old[i].startswith("```"):
-            fenced = not fenced
-        elif not fenced and old[i].startswith("## "):
-            end = i
-            break
-    rest = "".join(old[end:])
-    RESULTS.write_text("".join(old[:begin]) + section + ("\n" + rest if rest else ""))
+    write_section(SECTION, text, command, date)
 
 
 # --------------------------------------------------------------------------------------
